@@ -1,0 +1,35 @@
+"""The ``clothes-search`` command line: one click group per area."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from clothes_search.cli.bench import bench
+from clothes_search.cli.context import CliContext
+from clothes_search.cli.embed import embed
+from clothes_search.cli.models import models
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="CLOTHES_SEARCH_CONFIG",
+    help="TOML config file (env: CLOTHES_SEARCH_CONFIG). Environment variables CLOTHES_SEARCH_* override it.",
+)
+@click.option("--log-level", default="WARNING", show_default=True, help="Python logging level.")
+@click.version_option(package_name="clothes-search")
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
+    """Visual search for fashion catalogs."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliContext(config_file=config_file)
+
+
+main.add_command(embed)
+main.add_command(models)
+main.add_command(bench)

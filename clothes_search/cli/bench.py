@@ -1,0 +1,92 @@
+"""``clothes-search bench``: throughput benchmarks that print a table (never run as tests)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from PIL import Image
+
+from clothes_search.cli.context import CliContext, pass_cli
+from ingestion.crops import crop_boxes
+from ingestion.images import load_image
+from ingestion.pipeline import Pipeline
+
+T = TypeVar("T")
+
+DEFAULT_IMAGES = (
+    "tests/data/astronaut.jpg",
+    "/usr/share/doc/opencv-doc/examples/data/messi5.jpg",
+    "/usr/share/doc/opencv-doc/examples/data/basketball1.png",
+)
+
+
+def _timed(action: Callable[[], T], repeats: int) -> tuple[float, T]:
+    """Best wall time of ``repeats`` runs, and the last run's result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = action()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def _detect_all(pipeline: Pipeline, images: Sequence[Image.Image], batch: int) -> list:
+    detections: list = []
+    for start in range(0, len(images), batch):
+        detections.extend(pipeline.detect(images[start : start + batch]))
+    return detections
+
+
+def _row(stage: str, batch: int, items: int, seconds: float, unit: str) -> str:
+    return f"| {stage:<34} | {batch:>5} | {items:>6} | {seconds:>8.2f} | {items / seconds:>9.1f} {unit:<7}|"
+
+
+@click.group()
+def bench() -> None:
+    """Throughput benchmarks (print a markdown table)."""
+
+
+@bench.command("pipeline")
+@click.argument("images", nargs=-1)
+@click.option("--count", default=64, show_default=True, help="Images per measurement (sources are repeated).")
+@click.option("--batch-size", "batch_sizes", multiple=True, type=int, default=(32,), show_default=True)
+@click.option("--repeats", default=1, show_default=True, help="Best of N runs.")
+@pass_cli
+def pipeline_bench(
+    cli: CliContext, images: Sequence[str], count: int, batch_sizes: Sequence[int], repeats: int
+) -> None:
+    """Images/second of the configured pipeline, whole and per stage, on decoded images in memory."""
+    sources = list(images) or [p for p in DEFAULT_IMAGES if Path(p).is_file()]
+    if not sources:
+        raise click.ClickException("no benchmark images: pass some paths")
+    decoded: list[Image.Image] = [load_image(s, cli.settings.fetch).image for s in sources]
+    batch_images = [decoded[i % len(decoded)] for i in range(count)]
+
+    click.echo(f"images: {', '.join(sources)} (repeated to {count})")
+    threads = cli.settings.pipeline.torch_threads or "default"
+    click.echo(f"torch threads: {threads}, device: {cli.settings.pipeline.device}")
+    click.echo("| stage                              | batch | items  | seconds |   rate          |")
+    click.echo("|------------------------------------|-------|--------|---------|-----------------|")
+    for batch in batch_sizes:
+        settings = cli.settings.model_copy(deep=True)
+        settings.pipeline.batch_size = batch
+        pipeline = Pipeline(settings).load()
+        signature = pipeline.signature
+        pipeline.analyse(batch_images[: min(batch, 4)])  # warm-up
+        seconds, detections = _timed(lambda p=pipeline, b=batch: _detect_all(p, batch_images, b), repeats)
+        click.echo(_row(f"detect x{len(pipeline.detectors)} + WBF", batch, count, seconds, "img/s"))
+        crops = [
+            crop
+            for image, garments in zip(batch_images, detections, strict=True)
+            for crop in crop_boxes(image, [g.box for g in garments], settings.fusion.crop_padding)
+        ]
+        for embedder in pipeline.embedders:
+            seconds, _ = _timed(lambda e=embedder, b=batch, c=crops: e.embed(c, batch_size=b), repeats)
+            click.echo(_row(f"embed {embedder.name}", batch, len(crops), seconds, "crops/s"))
+        seconds, _ = _timed(lambda p=pipeline: p.analyse(batch_images), repeats)
+        click.echo(_row("whole pipeline", batch, count, seconds, "img/s"))
+    click.echo(f"signature {signature.hash}: {signature.description}; {len(crops) / count:.2f} crops/image")

@@ -1,0 +1,278 @@
+"""One typed settings object for the whole system.
+
+Values come, highest priority first, from: keyword arguments, environment variables
+(prefix ``CLOTHES_SEARCH_``, nested sections joined with ``__``, e.g.
+``CLOTHES_SEARCH_FETCH__MAX_BYTES=1000000``; lists as JSON), an optional TOML config file
+(``--config path.toml`` or ``CLOTHES_SEARCH_CONFIG``), then the defaults below.
+The defaults are the embedded, offline setup. Nothing is read at import time:
+call :meth:`Settings.load` once per process and pass the object down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "CLOTHES_SEARCH_"
+DEFAULT_MODELS_DIR = Path("models")
+
+
+class ConfigError(ValueError):
+    """The configuration (file, environment or arguments) is invalid."""
+
+
+class FetchSettings(BaseModel):
+    """Limits for loading images from URLs, paths and bytes."""
+
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(10.0, gt=0)
+    total_timeout_s: float = Field(30.0, gt=0, description="Whole download, redirects included.")
+    max_bytes: int = Field(20_000_000, gt=0, description="Largest encoded image accepted.")
+    max_pixels: int = Field(40_000_000, gt=0, description="Decompression-bomb guard (width*height).")
+    max_redirects: int = Field(5, ge=0)
+    allow_private_networks: bool = Field(
+        False, description="Allow loopback, private, link-local and metadata addresses (SSRF guard off)."
+    )
+    allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list,
+        description="Non-public networks allowed anyway, e.g. ['127.0.0.1/32'] for a local test server.",
+    )
+    user_agent: str = "clothes-search/0.1 (+image-fetcher)"
+
+
+class DetectorBackend(StrEnum):
+    WHOLE_IMAGE = "whole_image"
+    MEDIAPIPE_POSE = "mediapipe_pose"
+    TORCHVISION = "torchvision"
+
+
+class DetectorConfig(BaseModel):
+    """One of the m detectors whose boxes Weighted Boxes Fusion combines."""
+
+    name: str = Field(description="Unique name, reported in 'which detectors agreed'.")
+    backend: DetectorBackend
+    weight: float = Field(1.0, ge=0, description="WBF weight of this detector.")
+    score_threshold: float = Field(0.3, ge=0, le=1)
+    checkpoint: Path | None = Field(None, description="Local weights file (torchvision backend).")
+    model: str | None = Field(None, description="Architecture name (torchvision backend).")
+    categories: list[str] | None = Field(
+        None, description="Class index -> category name, index 0 = background (torchvision backend)."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options.")
+
+
+class EmbedderBackend(StrEnum):
+    EFFICIENTNET_LITE = "efficientnet_lite"
+    OPEN_CLIP = "open_clip"
+    TORCHVISION = "torchvision"
+
+
+class ResizeMode(StrEnum):
+    LETTERBOX = "letterbox"  # pad to a square with grey, then resize: keeps the whole garment
+    STRETCH = "stretch"
+    CENTER_CROP = "center_crop"
+
+
+class EmbedderConfig(BaseModel):
+    """One of the n embedding models whose features are concatenated."""
+
+    name: str
+    backend: EmbedderBackend
+    model: str = Field(
+        description="lite0/lite1/lite2, an open_clip model name or hub id, or a torchvision arch."
+    )
+    checkpoint: Path | None = Field(
+        None, description="Local weights file; required unless the model is a hub id."
+    )
+    weight: float = Field(1.0, gt=0, description="Multiplier of this model's L2-normalised feature.")
+    image_size: int | None = Field(None, gt=0, description="Input size; default: the model's own.")
+    resize_mode: ResizeMode = ResizeMode.LETTERBOX
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class FusionSettings(BaseModel):
+    """Weighted Boxes Fusion (ensemble-boxes) and crop parameters."""
+
+    iou_thr: float = Field(0.55, gt=0, le=1)
+    skip_box_thr: float = Field(0.0, ge=0, le=1)
+    conf_type: Literal["avg", "max", "box_and_model_avg", "absent_model_aware_avg"] = "avg"
+    min_score: float = Field(0.0, ge=0, le=1, description="Drop fused boxes scoring below this.")
+    min_box_fraction: float = Field(
+        0.0005, ge=0, lt=1, description="Drop boxes smaller than this fraction of the image area."
+    )
+    crop_padding: float = Field(
+        0.05, ge=0, le=1, description="Padding added to each side, as a box fraction."
+    )
+
+
+class PipelineSettings(BaseModel):
+    batch_size: int = Field(32, gt=0, description="Images per detector call and crops per embedder call.")
+    torch_threads: int | None = Field(None, gt=0, description="torch.set_num_threads; default: torch's.")
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', ...")
+    fallback_to_whole_image: bool = Field(True, description="Use the whole image when no garment is found.")
+    max_crops_per_image: int = Field(8, gt=0)
+
+
+class CategorySettings(BaseModel):
+    """The shared category vocabulary and how detector labels map onto it."""
+
+    vocabulary: list[str] = Field(
+        default_factory=lambda: [
+            # DeepFashion2's 13 categories, in category_id order (1..13)
+            "short_sleeve_top",
+            "long_sleeve_top",
+            "short_sleeve_outwear",
+            "long_sleeve_outwear",
+            "vest",
+            "sling",
+            "shorts",
+            "trousers",
+            "skirt",
+            "short_sleeve_dress",
+            "long_sleeve_dress",
+            "vest_dress",
+            "sling_dress",
+            # coarse categories that heuristic detectors emit
+            "top",
+            "bottom",
+            "full_body",
+            "footwear",
+            "garment",
+        ]
+    )
+    aliases: dict[str, str] = Field(
+        default_factory=lambda: {
+            "short sleeve top": "short_sleeve_top",
+            "long sleeve top": "long_sleeve_top",
+            "short sleeve outwear": "short_sleeve_outwear",
+            "long sleeve outwear": "long_sleeve_outwear",
+            "short sleeve dress": "short_sleeve_dress",
+            "long sleeve dress": "long_sleeve_dress",
+            "vest dress": "vest_dress",
+            "sling dress": "sling_dress",
+            "upper_body": "top",
+            "lower_body": "bottom",
+            "shoes": "footwear",
+        },
+        description="Detector label -> vocabulary name.",
+    )
+    coarse: dict[str, str] = Field(
+        default_factory=lambda: {
+            "short_sleeve_top": "top",
+            "long_sleeve_top": "top",
+            "short_sleeve_outwear": "top",
+            "long_sleeve_outwear": "top",
+            "vest": "top",
+            "sling": "top",
+            "shorts": "bottom",
+            "trousers": "bottom",
+            "skirt": "bottom",
+            "short_sleeve_dress": "full_body",
+            "long_sleeve_dress": "full_body",
+            "vest_dress": "full_body",
+            "sling_dress": "full_body",
+        },
+        description="Fine category -> coarse group; WBF fuses boxes within the same coarse group.",
+    )
+
+    @model_validator(mode="after")
+    def _check_names(self) -> CategorySettings:
+        known = set(self.vocabulary)
+        for source, target in {**self.aliases, **self.coarse}.items():
+            if target not in known:
+                raise ValueError(
+                    f"category mapping {source!r} -> {target!r}: {target!r} is not in the vocabulary"
+                )
+        return self
+
+
+def _default_detectors() -> list[DetectorConfig]:
+    return [
+        DetectorConfig(
+            name="pose_keypoints", backend=DetectorBackend.MEDIAPIPE_POSE, options={"box_source": "keypoints"}
+        ),
+        DetectorConfig(
+            name="pose_mask", backend=DetectorBackend.MEDIAPIPE_POSE, options={"box_source": "mask"}
+        ),
+    ]
+
+
+def _default_embedders() -> list[EmbedderConfig]:
+    return [
+        EmbedderConfig(name="effnet_lite0", backend=EmbedderBackend.EFFICIENTNET_LITE, model="lite0"),
+        EmbedderConfig(name="effnet_lite2", backend=EmbedderBackend.EFFICIENTNET_LITE, model="lite2"),
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    models_dir: Path = Field(
+        DEFAULT_MODELS_DIR, description="Where fetched model files live (mediapipe/...)."
+    )
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+    categories: CategorySettings = Field(default_factory=CategorySettings)
+    detectors: list[DetectorConfig] = Field(default_factory=_default_detectors)
+    embedders: list[EmbedderConfig] = Field(default_factory=_default_embedders)
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+
+    @field_validator("detectors", "embedders")
+    @classmethod
+    def _unique_names(cls, models: list[DetectorConfig] | list[EmbedderConfig]) -> list:
+        names = [m.name for m in models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique, repeated: {duplicates}")
+        return models
+
+    @field_validator("embedders")
+    @classmethod
+    def _at_least_one_embedder(cls, embedders: list[EmbedderConfig]) -> list[EmbedderConfig]:
+        if not embedders:
+            raise ValueError("at least one embedder is required")
+        return embedders
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @classmethod
+    def load(cls, config_file: Path | str | None = None, **overrides: Any) -> Settings:
+        """Build the settings from overrides, the environment and an optional TOML file."""
+        from pydantic import ValidationError
+
+        source_cls: type[Settings] = cls
+        if config_file is not None:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            source_cls = type(
+                "SettingsFromFile", (cls,), {"model_config": {**cls.model_config, "toml_file": path}}
+            )
+        try:
+            return source_cls(**overrides)
+        except ValidationError as exc:
+            where = f" (config file {config_file})" if config_file else ""
+            raise ConfigError(f"invalid settings{where}:\n{exc}") from exc
+        except ValueError as exc:  # TOML syntax errors
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc

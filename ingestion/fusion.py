@@ -1,0 +1,173 @@
+"""Weighted Boxes Fusion of the m detectors' boxes (ensemble-boxes), made safe for workers.
+
+``ensemble_boxes.weighted_boxes_fusion`` takes boxes normalised to [0, 1] and calls
+``exit()`` on some malformed inputs; :func:`fuse_detections` validates and cleans the
+input first so that never happens, and maps results back to xyxy pixels.
+
+Boxes are fused within a category *group* (see :class:`CategoryVocabulary`): a fine
+``trousers`` and a coarse ``bottom`` can agree. A fused box is named after the most
+specific category among its members (ties: the highest summed score).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from ensemble_boxes import weighted_boxes_fusion
+
+from clothes_search.settings import FusionSettings
+from ingestion.categories import CategoryVocabulary
+from ingestion.detection import Box, Detection, FusedDetection
+from ingestion.errors import FusionError
+
+
+def _validated_weights(detector_names: Sequence[str], weights: Sequence[float]) -> list[float]:
+    if len(weights) != len(detector_names):
+        raise FusionError(
+            f"{len(weights)} fusion weights for {len(detector_names)} detectors {list(detector_names)}"
+        )
+    if len(set(detector_names)) != len(detector_names):
+        raise FusionError(f"detector names must be unique: {list(detector_names)}")
+    clean = [float(w) for w in weights]
+    if any(not math.isfinite(w) or w < 0 for w in clean):
+        raise FusionError(f"fusion weights must be finite and >= 0, got {clean}")
+    if sum(clean) <= 0:
+        raise FusionError("at least one detector needs a positive fusion weight")
+    return clean
+
+
+def _usable(det: Detection, width: int, height: int, min_area: float) -> Box | None:
+    """The detection's box clipped to the image, or None when it is unusable (NaN, empty, tiny)."""
+    if not det.box.is_finite() or not math.isfinite(det.score):
+        return None
+    box = det.box
+    # a detector that swapped corners still meant this box
+    box = Box(min(box.x1, box.x2), min(box.y1, box.y2), max(box.x1, box.x2), max(box.y1, box.y2))
+    box = box.clipped(width, height)
+    if box.area <= max(min_area, 0.0) or box.width < 1 or box.height < 1:
+        return None
+    return box
+
+
+def fuse_detections(
+    per_detector: Sequence[Sequence[Detection]],
+    detector_names: Sequence[str],
+    weights: Sequence[float],
+    image_size: tuple[int, int],
+    vocabulary: CategoryVocabulary,
+    settings: FusionSettings,
+) -> list[FusedDetection]:
+    """Fuse one image's detections from m detectors with Weighted Boxes Fusion.
+
+    Args:
+        per_detector: ``per_detector[i]`` holds detector i's detections, xyxy pixels.
+        detector_names: the m detectors' names, in the same order.
+        weights: the m WBF weights (>= 0, not all zero).
+        image_size: ``(width, height)`` in pixels.
+    Returns:
+        Fused detections in xyxy pixels, highest score first; ``detectors`` lists which
+        detectors had a box in the cluster (same group, IoU >= ``iou_thr`` with the result).
+    """
+    if len(per_detector) != len(detector_names):
+        raise FusionError(f"{len(per_detector)} detection lists for {len(detector_names)} detectors")
+    clean_weights = _validated_weights(detector_names, weights)
+    width, height = image_size
+    if width <= 0 or height <= 0:
+        raise FusionError(f"invalid image size {image_size}")
+    min_area = settings.min_box_fraction * width * height
+
+    groups: list[str] = []
+    group_index: dict[str, int] = {}
+    boxes_list: list[np.ndarray] = []
+    scores_list: list[np.ndarray] = []
+    labels_list: list[np.ndarray] = []
+    kept: list[list[tuple[Box, Detection]]] = []
+    for detections in per_detector:
+        rows: list[tuple[Box, Detection]] = []
+        for det in detections:
+            box = _usable(det, width, height, min_area)
+            if box is not None and det.score > 0:
+                rows.append((box, det))
+        kept.append(rows)
+        for _, det in rows:
+            group = vocabulary.group(det.category)
+            if group not in group_index:
+                group_index[group] = len(groups)
+                groups.append(group)
+        boxes_list.append(
+            np.array(
+                [[b.x1 / width, b.y1 / height, b.x2 / width, b.y2 / height] for b, _ in rows], dtype=float
+            ).reshape(-1, 4)
+        )
+        scores_list.append(np.array([min(d.score, 1.0) for _, d in rows], dtype=float))
+        labels_list.append(
+            np.array([group_index[vocabulary.group(d.category)] for _, d in rows], dtype=float)
+        )
+
+    if not any(len(rows) for rows in kept):
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # inputs are already clipped; ensemble-boxes warns on float noise
+        fused_boxes, fused_scores, fused_labels = weighted_boxes_fusion(
+            boxes_list,
+            scores_list,
+            labels_list,
+            weights=clean_weights,
+            iou_thr=settings.iou_thr,
+            skip_box_thr=settings.skip_box_thr,
+            conf_type=settings.conf_type,
+        )
+
+    results: list[FusedDetection] = []
+    for norm_box, score, label in zip(fused_boxes, fused_scores, fused_labels, strict=True):
+        if score < settings.min_score:
+            continue
+        x1, y1, x2, y2 = (float(v) for v in norm_box)
+        box = Box(x1 * width, y1 * height, x2 * width, y2 * height)
+        group = groups[int(label)]
+        members = _cluster_members(box, group, kept, detector_names, vocabulary, settings.iou_thr)
+        results.append(
+            FusedDetection(
+                box=box,
+                score=float(score),
+                category=_name_cluster(members, group, vocabulary),
+                detectors=tuple(sorted({name for name, _ in members}, key=list(detector_names).index)),
+            )
+        )
+    results.sort(key=lambda f: f.score, reverse=True)
+    return results
+
+
+def _cluster_members(
+    fused: Box,
+    group: str,
+    kept: Sequence[Sequence[tuple[Box, Detection]]],
+    detector_names: Sequence[str],
+    vocabulary: CategoryVocabulary,
+    iou_thr: float,
+) -> list[tuple[str, Detection]]:
+    members: list[tuple[str, Detection]] = []
+    for name, rows in zip(detector_names, kept, strict=True):
+        best = max(
+            ((box.iou(fused), det) for box, det in rows if vocabulary.group(det.category) == group),
+            default=None,
+            key=lambda pair: pair[0],
+        )
+        if best is not None and best[0] >= iou_thr:
+            members.append((name, best[1]))
+    return members
+
+
+def _name_cluster(
+    members: Sequence[tuple[str, Detection]], group: str, vocabulary: CategoryVocabulary
+) -> str:
+    if not members:
+        return group
+    totals: dict[str, float] = defaultdict(float)
+    for _, det in members:
+        totals[det.category] += det.score
+    return max(totals, key=lambda c: (vocabulary.specificity(c), totals[c]))

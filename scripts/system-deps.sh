@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the demo read photos from (not copied into the repo: their
+# licences do not allow it). Installs them when missing and we are root; otherwise explains.
+set -euo pipefail
+needed=()
+[[ -f /usr/share/doc/opencv-doc/examples/data/messi5.jpg ]] || needed+=(opencv-doc)
+[[ ${#needed[@]} -eq 0 ]] && exit 0
+if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "==> installing Debian packages: ${needed[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${needed[@]}" >/dev/null
+else
+    echo "missing Debian packages: ${needed[*]} -- run: sudo apt-get install ${needed[*]}" >&2
+    exit 1
+fi
