@@ -49,9 +49,15 @@ class Pipeline:
         self.device = torch.device(settings.pipeline.device)
         self.vocabulary = CategoryVocabulary(settings.categories)
         threads = settings.pipeline.torch_threads
+        shared: dict[tuple[object, ...], object] = {}  # models that several detectors use
         self.detectors: list[Detector] = [
             build_detector(
-                c, self.vocabulary, models_dir=settings.models_dir, device=self.device, num_threads=threads
+                c,
+                self.vocabulary,
+                models_dir=settings.models_dir,
+                device=self.device,
+                num_threads=threads,
+                shared=shared,
             )
             for c in settings.detectors
         ]

@@ -240,3 +240,26 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
         MediaPipePoseDetector("pose", tmp_path, box_source="skeleton")  # type: ignore[arg-type]
     with pytest.raises(ModelConfigError):
         MediaPipePoseDetector("pose", tmp_path, max_people=0)
+
+
+@pytest.mark.slow
+def test_one_estimator_serves_both_modes_once_per_image(mediapipe_dir: Path, messi_photo: Image.Image):
+    import gc
+    import weakref
+
+    from ingestion.detectors.pose_estimator import PoseEstimator
+
+    estimator = PoseEstimator(mediapipe_dir)
+    keypoints = MediaPipePoseDetector("k", mediapipe_dir, box_source="keypoints", estimator=estimator)
+    mask = MediaPipePoseDetector("m", mediapipe_dir, box_source="mask", estimator=estimator)
+    image = messi_photo.copy()
+    keypoints.detect([image])
+    first = estimator.estimate_poses(image)
+    mask.detect([image])
+    assert estimator.estimate_poses(image) is first  # remembered, not recomputed
+    assert estimator.estimate_poses(messi_photo.copy()) is not first  # another image object: computed
+    # the memo does not keep images alive
+    watcher = weakref.ref(image)
+    del image
+    gc.collect()
+    assert watcher() is None

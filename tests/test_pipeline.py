@@ -85,3 +85,8 @@ def test_same_garment_is_nearer_to_itself_than_to_other_garments(pipeline, messi
 def test_models_load_lazily_not_at_construction(make_settings, models_dir):
     pipeline = Pipeline(make_settings(models_dir=models_dir))
     assert not any(e.loaded for e in pipeline.embedders)
+
+
+def test_pose_detectors_share_one_estimator(pipeline):
+    first, second = pipeline.detectors
+    assert first.estimator is second.estimator

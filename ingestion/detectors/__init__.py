@@ -18,8 +18,14 @@ def build_detector(
     models_dir: Path,
     device: torch.device,
     num_threads: int | None = None,
+    shared: dict[tuple[object, ...], object] | None = None,
 ) -> Detector:
-    """The detector for ``config.backend``; its weights load later, on first use."""
+    """The detector for ``config.backend``; its weights load later, on first use.
+
+    ``shared`` (one dict per pipeline) lets detectors that run the same model share it:
+    the MediaPipe keypoint and mask detectors run pose estimation once per image.
+    """
+    shared = {} if shared is None else shared
     match config.backend:
         case DetectorBackend.WHOLE_IMAGE:
             from ingestion.detectors.whole_image import WholeImageDetector
@@ -31,15 +37,21 @@ def build_detector(
             )
         case DetectorBackend.MEDIAPIPE_POSE:
             from ingestion.detectors.mediapipe_pose import MediaPipePoseDetector
+            from ingestion.detectors.pose_estimator import PoseEstimator
 
+            model_dir = Path(config.options.get("model_dir", models_dir / "mediapipe"))
+            max_people = int(config.options.get("max_people", 4))
+            key = ("pose", model_dir.resolve(), max_people, num_threads)
+            estimator = shared.setdefault(
+                key, PoseEstimator(model_dir, max_people=max_people, num_threads=num_threads)
+            )
             return MediaPipePoseDetector(
                 config.name,
-                Path(config.options.get("model_dir", models_dir / "mediapipe")),
+                model_dir,
                 box_source=config.options.get("box_source", "keypoints"),
                 score_threshold=config.score_threshold,
-                max_people=int(config.options.get("max_people", 4)),
                 min_visibility=float(config.options.get("min_visibility", 0.5)),
-                num_threads=num_threads,
+                estimator=estimator,
             )
         case DetectorBackend.TORCHVISION:
             from ingestion.detectors.torchvision_detector import TorchvisionDetector

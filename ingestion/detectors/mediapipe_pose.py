@@ -25,47 +25,21 @@ Score: pose presence x mean visibility of the garment's defining landmarks.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
 from ingestion.detection import Box, Detection, Detector
-from ingestion.detectors import blazepose as bp
+from ingestion.detectors.pose_estimator import MODEL_FILES, PoseEstimate, PoseEstimator
 from ingestion.errors import ModelConfigError, ModelWeightsMissingError
 
-FETCH_COMMAND = "clothes-search models fetch-mediapipe"
-MODEL_FILES = {"detector": "pose_detection.tflite", "landmarks": "pose_landmark_full.tflite"}
 CATEGORIES = ("top", "bottom", "full_body", "footwear")
-# Images larger than this (long side) are box-filtered down before the models' point sampling.
-MAX_SIDE = 1024
-PRESENCE_THRESHOLD = 0.5  # ThresholdingCalculator in pose_landmark_by_roi_cpu.pbtxt
-SAME_PERSON_IOU = 0.5
 
 SHOULDERS, ELBOWS, HIPS, KNEES, ANKLES = (11, 12), (13, 14), (23, 24), (25, 26), (27, 28)
 FEET = ((27, 29, 31), (28, 30, 32))  # ankle, heel, foot index; left then right
-
-
-@dataclass(frozen=True, slots=True)
-class PoseEstimate:
-    """One person. ``points`` ``(33, 2)`` xy in the image's pixels, ``visibility`` ``(33,)``,
-    ``presence`` in [0, 1]; ``segmentation`` ``(256, 256)`` logits over ``roi`` (pixels)."""
-
-    points: np.ndarray
-    visibility: np.ndarray
-    presence: float
-    roi: bp.RotatedRect
-    segmentation: np.ndarray
-
-    def mask_points(self) -> np.ndarray:
-        """Image-pixel centres ``(M, 2)`` of the ROI's segmentation cells on the person."""
-        rows, cols = np.nonzero(self.segmentation > 0.0)
-        size = self.segmentation.shape[0]
-        return self.roi.to_image(np.stack([cols, rows], axis=-1) / size)
 
 
 def garment_regions(pose: PoseEstimate, min_visibility: float) -> list[tuple[str, np.ndarray, float]]:
@@ -144,27 +118,28 @@ class MediaPipePoseDetector(Detector):
         max_people: int = 4,
         num_threads: int | None = None,
         min_visibility: float = 0.5,
+        estimator: PoseEstimator | None = None,
     ) -> None:
         super().__init__(name)
         if box_source not in ("keypoints", "mask"):
             raise ModelConfigError(f"{name}: box_source must be 'keypoints' or 'mask', not {box_source!r}")
         if max_people < 1:
             raise ModelConfigError(f"{name}: max_people must be at least 1, not {max_people}")
-        self.model_dir = Path(model_dir)
         self.box_source = box_source
         self.score_threshold = float(score_threshold)
-        self.max_people = int(max_people)
-        self.num_threads = num_threads
         self.min_visibility = float(min_visibility)
-        self._interpreters: dict[str, Any] | None = None
-        self._anchors: np.ndarray | None = None
-        self._lock = threading.Lock()
+        self.estimator = estimator or PoseEstimator(model_dir, max_people=max_people, num_threads=num_threads)
 
-    def _paths(self) -> dict[str, Path]:
-        return {key: self.model_dir / file for key, file in MODEL_FILES.items()}
+    @property
+    def model_dir(self) -> Path:
+        return self.estimator.model_dir
+
+    @property
+    def max_people(self) -> int:
+        return self.estimator.max_people
 
     def weights_present(self) -> bool:
-        return all(path.is_file() for path in self._paths().values())
+        return self.estimator.weights_present()
 
     def describe(self) -> dict[str, object]:
         return {
@@ -179,83 +154,14 @@ class MediaPipePoseDetector(Detector):
         }
 
     def load(self) -> None:
-        if self._interpreters is not None:
-            return
-        missing = [str(path) for path in self._paths().values() if not path.is_file()]
-        if missing:
-            raise ModelWeightsMissingError(
-                f"{self.name}: MediaPipe pose model file(s) missing: {', '.join(missing)}. "
-                f"Run `{FETCH_COMMAND}` to download them."
-            )
-        from ai_edge_litert.interpreter import Interpreter
-
-        kwargs = {} if self.num_threads is None else {"num_threads": self.num_threads}
-        interpreters = {}
-        for key, path in self._paths().items():
-            interpreter = Interpreter(model_path=str(path), **kwargs)
-            interpreter.allocate_tensors()
-            interpreters[key] = interpreter
-        self._anchors = bp.ssd_anchors()
-        self._interpreters = interpreters
-
-    def _run(self, key: str, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        assert self._interpreters is not None
-        interpreter = self._interpreters[key]
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor[None].astype(np.float32))
-        interpreter.invoke()
-        return {o["name"]: interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details()}
-
-    def _find_rois(self, pixels: np.ndarray) -> list[bp.RotatedRect]:
-        """Pose-detector ROIs, best first, in the pixels of ``pixels`` (H, W, 3 uint8)."""
-        assert self._anchors is not None
-        letterbox = bp.letterbox_rect(pixels.shape[1], pixels.shape[0])
-        tensor = bp.warp_rect(pixels, letterbox, bp.DETECTION_INPUT_SIZE, "zero") / 127.5 - 1.0
-        out = self._run("detector", tensor)
-        boxes, keypoints, scores = bp.decode_detections(
-            out["Identity"][0], out["Identity_1"][0], self._anchors
-        )
-        kept = bp.weighted_nms(boxes, keypoints, scores)[: self.max_people]
-        return [bp.detection_to_roi(letterbox.to_image(kps)) for _, kps, _ in kept]
-
-    def _landmarks(self, pixels: np.ndarray, roi: bp.RotatedRect) -> PoseEstimate | None:
-        size = bp.LANDMARK_INPUT_SIZE
-        out = self._run("landmarks", bp.warp_rect(pixels, roi, size, "replicate") / 255.0)
-        presence = float(out["Identity_1"].reshape(-1)[0])
-        if not 0.0 <= presence <= 1.0:
-            presence = float(bp.sigmoid(presence))
-        if presence < PRESENCE_THRESHOLD:
-            return None
-        raw = out["Identity"].reshape(bp.NUM_LANDMARKS, 5)
-        norm = bp.refine_from_heatmap(raw[:, :2] / size, out["Identity_3"][0])
-        return PoseEstimate(
-            points=roi.to_image(norm[:33]),
-            visibility=bp.sigmoid(raw[:33, 3]),
-            presence=presence,
-            roi=roi,
-            segmentation=out["Identity_2"][0, :, :, 0],
-        )
+        try:
+            self.estimator.load()
+        except ModelWeightsMissingError as exc:
+            raise ModelWeightsMissingError(f"{self.name}: {exc}") from exc
 
     def estimate_poses(self, image: Image.Image) -> list[PoseEstimate]:
-        """The people in ``image`` (RGB), at most ``max_people``, landmarks in its pixels."""
         self.load()
-        factor = max(1, -(-max(image.size) // MAX_SIDE))
-        small = image if image.mode == "RGB" else image.convert("RGB")
-        if factor > 1:
-            small = small.reduce(factor)
-        pixels = np.asarray(small.convert("RGBA"))  # RGBA: warp_rect's fast path
-        poses: list[PoseEstimate] = []
-        with self._lock:
-            for roi in self._find_rois(pixels):
-                pose = self._landmarks(pixels, roi)
-                if pose is None or any(_same_person(pose, other) for other in poses):
-                    continue
-                poses.append(pose)
-        if factor == 1:
-            return poses
-        return [
-            PoseEstimate(p.points * factor, p.visibility, p.presence, p.roi.scaled(factor), p.segmentation)
-            for p in poses
-        ]
+        return self.estimator.estimate_poses(image)
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         self.load()
@@ -277,9 +183,3 @@ class MediaPipePoseDetector(Detector):
                     continue
                 detections.append(Detection(box, min(1.0, max(0.0, score)), category, self.name))
         return detections
-
-
-def _same_person(a: PoseEstimate, b: PoseEstimate) -> bool:
-    """Whether two estimates' landmark boxes overlap enough to be one person found twice."""
-    boxes = [np.concatenate([p.points.min(0), p.points.max(0)]) for p in (a, b)]
-    return float(bp.box_iou(boxes[0], boxes[1][None])[0]) > SAME_PERSON_IOU
