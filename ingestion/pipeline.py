@@ -86,7 +86,8 @@ class Pipeline:
     @property
     def signature(self) -> ModelSignature:
         if self._signature is None:
-            self.load()
+            for embedder in self.embedders:  # the detectors play no part in the vectors' identity
+                embedder.load()
             self._signature = ModelSignature(
                 components=tuple(e.identity() for e in self.embedders), weights=tuple(self.embedder_weights)
             )

@@ -15,7 +15,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 stamp="$VENV/.installed$extras"
-if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+current() { [[ -f "$1" && ! pyproject.toml -nt "$1" ]]; }
+# an install with the dev extras also serves the plain one
+if ! current "$stamp" && ! { [[ -z "$extras" ]] && current "$VENV/.installed[dev]"; }; then
     echo "==> installing clothes-search$extras (torch is large: a first install takes a few minutes)"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet -e ".$extras"
