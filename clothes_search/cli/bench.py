@@ -70,7 +70,12 @@ def pipeline_bench(
     if not sources:
         raise click.ClickException("no benchmark images: pass some paths")
     decoded: list[Image.Image] = [load_image(s, cli.settings.fetch).image for s in sources]
-    batch_images = [decoded[i % len(decoded)] for i in range(count)]
+
+    def fresh_images() -> list[Image.Image]:
+        # new objects each time: per-image caches (the shared pose estimation) must not carry over
+        return [decoded[i % len(decoded)].copy() for i in range(count)]
+
+    batch_images = fresh_images()
 
     click.echo(f"images: {', '.join(sources)} (repeated to {count})")
     threads = cli.settings.pipeline.torch_threads or "default"
@@ -84,7 +89,7 @@ def pipeline_bench(
         pipeline = Pipeline(settings).load()
         signature = pipeline.signature
         pipeline.analyse(batch_images[: min(batch, 4)])  # warm-up
-        seconds, detections = _timed(lambda p=pipeline, b=batch: _detect_all(p, batch_images, b), repeats)
+        seconds, detections = _timed(lambda p=pipeline, b=batch: _detect_all(p, fresh_images(), b), repeats)
         click.echo(_row(f"detect x{len(pipeline.detectors)} + WBF", batch, count, seconds, "img/s"))
         crops = [
             crop
@@ -97,6 +102,6 @@ def pipeline_bench(
             click.echo(
                 _row(f"embed {embedder.name} (forward {forward})", batch, len(crops), seconds, "crops/s")
             )
-        seconds, _ = _timed(lambda p=pipeline: p.analyse(batch_images), repeats)
+        seconds, _ = _timed(lambda p=pipeline: p.analyse(fresh_images()), repeats)
         click.echo(_row("whole pipeline", batch, count, seconds, "img/s"))
     click.echo(f"signature {signature.hash}: {signature.description}; {len(crops) / count:.2f} crops/image")
