@@ -134,6 +134,69 @@ class PipelineSettings(BaseModel):
         return 64 if self.device.startswith("cuda") else 4
 
 
+class DatabaseSettings(BaseModel):
+    """The metadata database (the source of truth for everything but the vectors)."""
+
+    url: str = Field(
+        "sqlite:///data/catalog.db",
+        description="SQLAlchemy URL: sqlite:///path (embedded default) or postgresql+psycopg2://user@host/db.",
+    )
+    echo: bool = False
+    pool_size: int = Field(5, gt=0, description="Connection pool size (PostgreSQL).")
+
+
+class MilvusSettings(BaseModel):
+    """The vector store: Milvus Lite on a local file, or a Milvus server by URI."""
+
+    uri: str = Field(
+        "data/milvus.db",
+        description="A local path -> embedded Milvus Lite (one process); http://host:port -> a Milvus server "
+        "(`clothes-search milvus serve` for several local processes, standalone or a cluster).",
+    )
+    token: str | None = Field(None, description="user:password or API key for a secured server.")
+    timeout_s: float = Field(30.0, gt=0)
+    collection_prefix: str = Field("crops", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+    live_alias: str = Field("crops_live", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+    index_type: Literal["HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"] = "HNSW"
+    metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
+    hnsw_m: int = Field(16, gt=0)
+    hnsw_ef_construction: int = Field(200, gt=0)
+    search_ef: int = Field(128, gt=0, description="HNSW ef at search time (>= the number of results).")
+    ivf_nlist: int = Field(1024, gt=0)
+    ivf_nprobe: int = Field(32, gt=0)
+    partition_key: Literal["none", "category"] = Field(
+        "none", description="Use the item category as Milvus partition key (see the storage benchmark)."
+    )
+    num_partitions: int = Field(16, gt=0)
+    orphan_grace_s: float = Field(
+        600.0, ge=0, description="Reconcile leaves vectors without a crop row alone while younger than this."
+    )
+    server_host: str = Field("127.0.0.1", description="`clothes-search milvus serve` bind address.")
+    server_port: int = Field(19530, gt=0, lt=65536)
+    server_data_dir: Path = Field(Path("data/milvus-lite-server"))
+
+
+class QueueSettings(BaseModel):
+    """The catalog ingestion queue (Celery on Redis), or in-process ingestion when no broker is set."""
+
+    broker_url: str | None = Field(
+        None, description="e.g. redis://127.0.0.1:6379/0; None runs ingestion in-process (embedded default)."
+    )
+    result_backend: str | None = Field(None, description="Default: the broker URL.")
+    ingest_batch_size: int = Field(32, gt=0, le=256, description="Items per ingest task (micro-batch).")
+    fetch_threads: int = Field(16, gt=0, description="Concurrent image downloads per batch.")
+    max_attempts: int = Field(5, gt=0, description="Tries per item before a transient failure is final.")
+    retry_backoff_s: float = Field(2.0, gt=0, description="First retry delay; doubles per try, jittered.")
+    retry_backoff_max_s: float = Field(300.0, gt=0)
+    stale_claim_s: float = Field(
+        900.0, gt=0, description="An item 'processing' for longer than this is re-queued (its worker died)."
+    )
+    visibility_timeout_s: int = Field(
+        3600, gt=0, description="Redis: an unacknowledged task is redelivered after this (worker lost)."
+    )
+    task_time_limit_s: int = Field(1800, gt=0)
+
+
 class CategorySettings(BaseModel):
     """The shared category vocabulary and how detector labels map onto it."""
 
@@ -239,6 +302,9 @@ class Settings(BaseSettings):
     embedders: list[EmbedderConfig] = Field(default_factory=_default_embedders)
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
 
     @field_validator("detectors", "embedders")
     @classmethod

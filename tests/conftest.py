@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +85,97 @@ def opencv_photo() -> Callable[[str], Image.Image]:
         return Image.open(path).convert("RGB")
 
     return open_photo
+
+
+# -- databases ---------------------------------------------------------------------------------
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CLOTHES_SEARCH_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"cs_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        message = f"PostgreSQL at {POSTGRES_ADMIN_URL} is unusable ({exc}); .ci/run starts it"
+        pytest.fail(message, pytrace=False)
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each supported kind (the test runs once per kind)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+# -- Milvus Lite server ------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``milvus-lite server`` subprocess on a free port with a fresh data dir: its http:// URI."""
+    executable = Path(sys.executable).with_name("milvus-lite")
+    if not executable.exists():
+        pytest.fail(f"{executable} is missing: install milvus-lite in the virtual environment", pytrace=False)
+    root = tmp_path_factory.mktemp("milvus-server")
+    log_path = root / "server.log"
+    for _attempt in range(3):  # the free port may be taken between probing and binding
+        port = _free_port()
+        with log_path.open("ab") as log:
+            command = [
+                executable,
+                "server",
+                "--data-dir",
+                root / "data",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+            ]
+            proc = subprocess.Popen([str(c) for c in command], stdout=log, stderr=subprocess.STDOUT)
+        if _wait_listening(proc, port, timeout_s=60):
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        pytest.fail(f"milvus-lite server did not start:\n{log_path.read_text()[-3000:]}", pytrace=False)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -8,8 +8,13 @@ from pathlib import Path
 import click
 
 from clothes_search.cli.bench import bench
+from clothes_search.cli.bench_milvus import bench_milvus
 from clothes_search.cli.context import CliContext
+from clothes_search.cli.database import database
 from clothes_search.cli.embed import embed
+from clothes_search.cli.index import index
+from clothes_search.cli.ingest import ingest, worker
+from clothes_search.cli.milvus import milvus
 from clothes_search.cli.models import models
 
 
@@ -33,3 +38,9 @@ def main(ctx: click.Context, config_file: Path | None, log_level: str) -> None:
 main.add_command(embed)
 main.add_command(models)
 main.add_command(bench)
+main.add_command(database)
+main.add_command(index)
+main.add_command(milvus)
+main.add_command(ingest)
+main.add_command(worker)
+bench.add_command(bench_milvus)

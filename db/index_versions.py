@@ -1,0 +1,75 @@
+"""Index versions: one Milvus collection per model signature, one of them live behind an alias.
+
+Activation order: point the alias at the new collection, then commit the database change
+(the old live version becomes ``retired``). If the process dies in between, the alias is
+already right and re-running ``activate`` makes the database agree; search reads the alias.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from clothes_search.settings import MilvusSettings
+from db.models import IndexState, IndexVersion, utcnow
+from db.vectors import VectorStore
+
+
+def index_params(settings: MilvusSettings) -> dict[str, Any]:
+    """The index parameters recorded with a version (what was used to build it)."""
+    return {
+        "index_type": settings.index_type,
+        "metric_type": settings.metric_type,
+        "hnsw_m": settings.hnsw_m,
+        "hnsw_ef_construction": settings.hnsw_ef_construction,
+        "partition_key": settings.partition_key,
+    }
+
+
+def ensure_index_version(
+    session: Session,
+    store: VectorStore,
+    *,
+    signature: str,
+    dimension: int,
+    description: str = "",
+    spec: dict[str, Any] | None = None,
+) -> IndexVersion:
+    """The version (and its collection) for a model signature, created in ``building`` state if new."""
+    collection = store.collection_name(signature)
+    store.ensure_collection(collection, dimension)
+    version = session.scalar(select(IndexVersion).where(IndexVersion.collection_name == collection))
+    if version is None:
+        version = IndexVersion(
+            collection_name=collection,
+            signature=signature,
+            signature_description=description,
+            signature_spec=spec or {},
+            dimension=dimension,
+            index_params=index_params(store.settings),
+            state=IndexState.BUILDING,
+        )
+        session.add(version)
+        session.flush()
+    elif version.dimension != dimension:
+        raise ValueError(f"index version {collection} has dimension {version.dimension}, not {dimension}")
+    return version
+
+
+def live_version(session: Session) -> IndexVersion | None:
+    return session.scalar(select(IndexVersion).where(IndexVersion.state == IndexState.LIVE))
+
+
+def activate(session: Session, store: VectorStore, version: IndexVersion) -> None:
+    """Make ``version`` the live one: swap the alias, then retire the previous live version."""
+    store.point_alias(store.settings.live_alias, version.collection_name)
+    previous = live_version(session)
+    if previous is not None and previous.id != version.id:
+        previous.state = IndexState.RETIRED
+        previous.retired_at = utcnow()
+        session.flush()  # the partial unique index allows one live row at a time
+    version.state = IndexState.LIVE
+    version.activated_at = version.activated_at or utcnow()
+    session.flush()

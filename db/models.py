@@ -1,0 +1,194 @@
+"""The metadata database: catalog items, their crops, index versions and ingestion jobs.
+
+The database is the source of truth for everything but the vectors; Milvus holds the
+vectors and copies of the items' filter fields (see :mod:`db.indexing` for the write order).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ItemStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+class IndexState(StrEnum):
+    BUILDING = "building"
+    LIVE = "live"
+    RETIRED = "retired"
+
+
+def _enum(cls: type[StrEnum], name: str) -> Enum:
+    # stored as strings (VARCHAR + CHECK), portable across SQLite and PostgreSQL
+    return Enum(cls, name=name, native_enum=False, values_callable=lambda e: [m.value for m in e], length=16)
+
+
+class Item(Base):
+    """A catalog item (one product), keyed by its stable ``sku``."""
+
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(128), unique=True)
+    title: Mapped[str] = mapped_column(String(512), default="")
+    category: Mapped[str] = mapped_column(String(64), default="", index=True)
+    brand: Mapped[str] = mapped_column(String(128), default="", index=True)
+    price: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    color: Mapped[str | None] = mapped_column(String(64))
+    sizes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    in_stock: Mapped[bool] = mapped_column(Boolean, default=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    image_url: Mapped[str | None] = mapped_column(Text)
+
+    status: Mapped[ItemStatus] = mapped_column(_enum(ItemStatus, "item_status"), default=ItemStatus.PENDING)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    content_hash: Mapped[str | None] = mapped_column(
+        String(64), doc="SHA-256 of the last ingested image bytes."
+    )
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="When a worker took it.")
+    claim_token: Mapped[str | None] = mapped_column(String(64), doc="The task holding it while 'processing'.")
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ingest_jobs.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    crops: Mapped[list[Crop]] = relationship(
+        back_populates="item", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __table_args__ = (Index("ix_items_status_claimed_at", "status", "claimed_at"),)
+
+    def filter_fields(self) -> dict[str, Any]:
+        """The denormalised fields Milvus keeps a copy of (for filtered ANN search)."""
+        return {
+            "category": self.category or "",
+            "brand": self.brand or "",
+            "price": float(self.price) if self.price is not None else None,
+            "in_stock": bool(self.in_stock),
+            "attributes": dict(self.attributes or {}),
+        }
+
+
+class IndexVersion(Base):
+    """One Milvus collection built for one model signature. Exactly one is live."""
+
+    __tablename__ = "index_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    collection_name: Mapped[str] = mapped_column(String(255), unique=True)
+    signature: Mapped[str] = mapped_column(String(64), index=True)
+    signature_description: Mapped[str] = mapped_column(Text, default="")
+    signature_spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dimension: Mapped[int] = mapped_column(Integer)
+    index_params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[IndexState] = mapped_column(_enum(IndexState, "index_state"), default=IndexState.BUILDING)
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    crop_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # at most one live version, enforced by the database itself
+        Index(
+            "uq_index_versions_one_live",
+            "state",
+            unique=True,
+            postgresql_where=text("state = 'live'"),
+            sqlite_where=text("state = 'live'"),
+        ),
+    )
+
+
+class Crop(Base):
+    """One detected garment crop of an item that has a vector. ``id`` is the Milvus primary key."""
+
+    __tablename__ = "crops"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), index=True)
+    index_version_id: Mapped[int] = mapped_column(
+        ForeignKey("index_versions.id", ondelete="CASCADE"), index=True
+    )
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    category: Mapped[str] = mapped_column(String(64), doc="Detected garment category.")
+    score: Mapped[float] = mapped_column(Float)
+    detectors: Mapped[list[str]] = mapped_column(JSON, default=list)
+    signature: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    item: Mapped[Item] = relationship(back_populates="crops")
+    index_version: Mapped[IndexVersion] = relationship()
+
+    @property
+    def box(self) -> list[float]:
+        return [self.x1, self.y1, self.x2, self.y2]
+
+
+class IngestJob(Base):
+    """A batch of items submitted together (a feed file or an API call)."""
+
+    __tablename__ = "ingest_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(512), default="")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    embedded: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="Images run through the models."
+    )
+    unchanged: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0", doc="Items whose image bytes had not changed: no model work."
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,137 @@
+"""The API's errors and the one place where every error becomes a JSON response.
+
+Every error answer has the body ``{"error": {"code": str, "message": str, "parameter": str | null}}``
+(an :class:`ApiError` may add top-level keys, e.g. the rejected rows of ``POST /items``).
+
+Mapping, most specific first:
+
+- :class:`ApiError` -> its own status and code;
+- :class:`~db.filters.InvalidFilterError` -> 400, ``parameter`` names the parameter;
+- :class:`~db.session.DatabaseUnavailableError`, :class:`~db.vectors.VectorStoreUnavailableError`,
+  :class:`QueueUnavailableError` -> 503 with ``Retry-After`` (the client may retry the request as is);
+- other server-side project errors (database, vector store, models) -> 500 with their ``kind``;
+- any other :class:`~clothes_search.errors.ClothesSearchError` -> 400 with its ``kind``;
+- werkzeug :class:`~werkzeug.exceptions.HTTPException` (404, 405, 413...) -> its status, as JSON;
+- anything else -> 500 ``internal``, logged with its traceback; no details reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from clothes_search.errors import ClothesSearchError
+from db.filters import InvalidFilterError
+from db.session import DatabaseError, DatabaseUnavailableError
+from db.vectors import VectorStoreError, VectorStoreUnavailableError
+from ingestion.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+_UNAVAILABLE = (DatabaseUnavailableError, VectorStoreUnavailableError)
+_SERVER_SIDE = (DatabaseError, VectorStoreError, ModelError)  # our failures, not the client's
+
+
+class ApiError(ClothesSearchError):
+    """A request the API refuses: ``status`` and ``code`` go to the client with ``message``.
+
+    ``parameter`` names the offending input (a field, query parameter or header), ``extra`` adds
+    top-level keys to the error body.
+    """
+
+    kind = "api_error"
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        parameter: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.parameter = parameter
+        self.extra = dict(extra or {})
+
+
+class QueueUnavailableError(ClothesSearchError):
+    """The ingestion queue's broker cannot be reached: the items stay pending, retry the request."""
+
+    kind = "queue_unavailable"
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    parameter: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Response:
+    """The JSON error body every error answer uses."""
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "parameter": parameter}}
+    body.update(extra or {})
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, parameter=exc.parameter, extra=exc.extra)
+
+
+def _project_error(exc: ClothesSearchError) -> Response:
+    if isinstance(exc, InvalidFilterError):
+        return error_response(400, exc.kind, str(exc), parameter=exc.parameter)
+    if isinstance(exc, (*_UNAVAILABLE, QueueUnavailableError)):
+        log.warning("answering 503: %s: %s", exc.kind, exc)
+        what = {
+            DatabaseUnavailableError: "the database",
+            VectorStoreUnavailableError: "the vector store",
+            QueueUnavailableError: "the ingestion queue",
+        }
+        name = next((label for cls, label in what.items() if isinstance(exc, cls)), "a backend")
+        response = error_response(503, exc.kind, f"{name} is unavailable; retry later")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+    if isinstance(exc, _SERVER_SIDE):
+        log.error("answering 500: %s", exc.kind, exc_info=exc)
+        return error_response(500, exc.kind, "internal error")
+    return error_response(400, exc.kind, str(exc))
+
+
+def _http_error(exc: HTTPException) -> HTTPException | Response:
+    if exc.code is None:  # not an error status (e.g. a proxied response): let werkzeug answer
+        return exc
+    response = error_response(exc.code, _snake(exc.name), exc.description or exc.name)
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value  # e.g. Allow on 405
+    return response
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.error("unhandled error answering a request", exc_info=exc)
+    return error_response(500, "internal", "internal error")
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer every error of ``app`` with the JSON body of :func:`error_response`."""
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(ClothesSearchError, _project_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,112 @@
+"""Serve a WSGI app (the Flask API) over real HTTP on 127.0.0.1 for tests, and call it.
+
+Usage::
+
+    from live_server import LiveServer
+
+    with LiveServer(create_app(settings)) as server:
+        reply = server.call("POST", "/items", json={"sku": "a", ...})
+        assert reply.status == 202, reply.body
+        assert reply.json["job_id"] == 1
+        assert reply.headers["Location"] == "/jobs/1"
+
+The server is werkzeug's threaded ``make_server`` on an ephemeral port, run in a daemon thread;
+``stop()`` (or leaving the ``with`` block) shuts it down and joins the thread. Requests go
+through :mod:`http.client`, one connection per call, and never raise on an error status.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json as jsonlib
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: ``headers`` keeps the last value of each (case-insensitive) name."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON (fails the test with the body if it is not JSON)."""
+        content_type = self.header("Content-Type") or ""
+        assert content_type.startswith("application/json"), f"{self.status} {content_type}: {self.body[:300]!r}"
+        return jsonlib.loads(self.body)
+
+
+class LiveServer:
+    """``app`` served on ``host`` at an ephemeral port in a background thread."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+        self.app = app
+        self.host = host
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("server not started")
+        return self._server.server_port
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def start(self) -> LiveServer:
+        self._server = make_server(self.host, 0, self.app, threaded=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="live-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = 30.0,
+    ) -> Reply:
+        """Send one request; ``json`` is encoded with ``Content-Type: application/json``."""
+        sent_headers = dict(headers or {})
+        if json is not None:
+            data = jsonlib.dumps(json).encode()
+            sent_headers.setdefault("Content-Type", "application/json")
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+        try:
+            connection.request(method, path, body=data, headers=sent_headers)
+            response = connection.getresponse()
+            return Reply(response.status, dict(response.getheaders()), response.read())
+        finally:
+            connection.close()

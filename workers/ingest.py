@@ -1,0 +1,282 @@
+"""Catalog ingestion as plain functions: claim → fetch → detect/embed → write → record.
+
+The Celery tasks and the in-process path both call these. A batch is split in two halves so
+that the model work (:func:`prepare_batch`, queue ``ingest``) and the Milvus/database writes
+(:func:`write_batch`, queue ``index``) can run in different workers.
+
+Per item, the outcome is one of: ``indexed`` (embedded and written), ``unchanged`` (same image
+bytes as last time: no model work), ``failed`` (a permanent error: 404, not an image, too
+large...; or transient errors past ``queue.max_attempts``), or ``retry`` (a transient error:
+5xx, timeout, connection; released to ``pending`` and scheduled again with backoff).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import ScalarSelect
+
+from clothes_search.errors import ClothesSearchError
+from clothes_search.settings import QueueSettings
+from db.indexing import ItemCrops, NewCrop, index_items
+from db.models import Crop, IngestJob, Item, ItemStatus, utcnow
+from db.session import Database
+from ingestion.errors import ImageFetchError
+from ingestion.images import LoadedImage, load_image
+from workers.resources import WorkerResources
+
+
+@dataclass(frozen=True)
+class ClaimedItem:
+    sku: str
+    source: str
+    content_hash: str | None
+    attempts: int
+    has_crops: bool
+
+
+@dataclass
+class PreparedBatch:
+    """The result of the model half of a batch, ready to be written."""
+
+    token: str
+    job_id: int | None
+    version_id: int
+    to_index: list[ItemCrops] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    retry: dict[str, str] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class BatchOutcome:
+    indexed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    retry_after: dict[str, float] = field(default_factory=dict)  # sku -> seconds
+
+
+def retry_delay(attempt: int, settings: QueueSettings) -> float:
+    """Exponential backoff with full jitter: uniform in [0.5, 1] x base x 2^(attempt-1), capped."""
+    base = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** max(0, attempt - 1))
+    return base * random.uniform(0.5, 1.0)
+
+
+def claim_items(
+    database: Database, skus: Sequence[str], token: str, stale_after_s: float, version_id: int
+) -> list[ClaimedItem]:
+    """Mark the items ``processing`` for ``token`` and return them.
+
+    An item already processing is taken only when the claim is ours (a redelivered task) or
+    stale (its worker died). PostgreSQL skips rows another transaction holds.
+    """
+    stale_before = utcnow() - timedelta(seconds=stale_after_s)
+    with database.session() as session:
+        query = (
+            select(Item)
+            .where(
+                Item.sku.in_(list(skus)),
+                or_(
+                    Item.status != ItemStatus.PROCESSING,
+                    Item.claim_token == token,
+                    Item.claimed_at.is_(None),
+                    Item.claimed_at < stale_before,
+                ),
+            )
+            .with_for_update(skip_locked=True)
+        )
+        items = session.scalars(query).all()
+        with_crops = set(
+            session.scalars(
+                select(Crop.item_id).where(
+                    Crop.index_version_id == version_id, Crop.item_id.in_([i.id for i in items])
+                )
+            )
+        )
+        now = utcnow()
+        claimed = []
+        for item in items:
+            item.status = ItemStatus.PROCESSING
+            item.claim_token = token
+            item.claimed_at = now
+            item.attempts = (item.attempts or 0) + 1
+            claimed.append(
+                ClaimedItem(
+                    item.sku, item.image_url or "", item.content_hash, item.attempts, item.id in with_crops
+                )
+            )
+    return claimed
+
+
+def _fetch_all(
+    items: Sequence[ClaimedItem], resources: WorkerResources
+) -> dict[str, LoadedImage | Exception]:
+    settings = resources.settings
+
+    def fetch(item: ClaimedItem) -> LoadedImage | Exception:
+        if not item.source:
+            return ClothesSearchError("item has no image_url or image_path")
+        try:
+            return load_image(item.source, settings.fetch, allow_local_files=True)
+        except ClothesSearchError as exc:
+            return exc
+
+    if not items:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(settings.queue.fetch_threads, len(items))) as pool:
+        return dict(zip((i.sku for i in items), pool.map(fetch, items), strict=True))
+
+
+def _describe(exc: Exception) -> str:
+    kind = getattr(exc, "kind", type(exc).__name__)
+    return f"{kind}: {exc}"
+
+
+def prepare_batch(
+    resources: WorkerResources, skus: Sequence[str], token: str, job_id: int | None
+) -> PreparedBatch:
+    """Claim, fetch (concurrently), and run the pipeline on the items whose image changed."""
+    settings = resources.settings
+    version_id = resources.target_version_id()
+    claimed = claim_items(resources.database, skus, token, settings.queue.stale_claim_s, version_id)
+    batch = PreparedBatch(token=token, job_id=job_id, version_id=version_id)
+    batch.attempts = {item.sku: item.attempts for item in claimed}
+    loaded = _fetch_all(claimed, resources)
+    to_embed: list[tuple[ClaimedItem, LoadedImage]] = []
+    for item in claimed:
+        result = loaded[item.sku]
+        if isinstance(result, ImageFetchError) and result.transient:
+            batch.retry[item.sku] = _describe(result)
+        elif isinstance(result, Exception):
+            batch.failed[item.sku] = _describe(result)
+        elif result.content_sha256 == item.content_hash and item.has_crops:
+            batch.unchanged.append(item.sku)
+        else:
+            to_embed.append((item, result))
+    if to_embed:
+        analyses = resources.pipeline.analyse([loaded_image.image for _, loaded_image in to_embed])
+        for (item, loaded_image), analysis in zip(to_embed, analyses, strict=True):
+            if not analysis.garments:
+                batch.failed[item.sku] = (
+                    "no_garment: no garment detected (pipeline.fallback_to_whole_image is off)"
+                )
+                continue
+            crops = [
+                NewCrop(
+                    box=tuple(g.box.as_list(3)),
+                    category=g.category,
+                    score=g.score,
+                    vector=v,
+                    detectors=g.detectors,
+                )
+                for g, v in zip(analysis.garments, analysis.vectors, strict=True)
+            ]
+            batch.to_index.append(ItemCrops(item.sku, loaded_image.content_sha256, crops))
+    return batch
+
+
+def _still_ours(session: Session, skus: Sequence[str], token: str) -> set[str]:
+    return set(session.scalars(select(Item.sku).where(Item.sku.in_(list(skus)), Item.claim_token == token)))
+
+
+def write_batch(resources: WorkerResources, batch: PreparedBatch) -> BatchOutcome:
+    """Write vectors and rows (see :mod:`db.indexing` for the order) and record each item's outcome."""
+    settings = resources.settings
+    outcome = BatchOutcome()
+    with resources.database.session() as session:
+        ours = _still_ours(session, [*batch.attempts], batch.token)
+    to_index = [entry for entry in batch.to_index if entry.sku in ours]  # a stale re-claim took the others
+    index_items(resources.database, resources.store, batch.version_id, to_index)
+    outcome.indexed = [entry.sku for entry in to_index]
+    with resources.database.session() as session:
+        by_sku = {
+            item.sku: item
+            for item in session.scalars(
+                select(Item).where(Item.sku.in_([*batch.unchanged, *batch.failed, *batch.retry]))
+            )
+        }
+        for sku in batch.unchanged:
+            if sku in ours:
+                _release(by_sku[sku], ItemStatus.INDEXED, None)
+                outcome.unchanged.append(sku)
+        for sku, reason in batch.failed.items():
+            if sku in ours:
+                _release(by_sku[sku], ItemStatus.FAILED, reason)
+                outcome.failed[sku] = reason
+        for sku, reason in batch.retry.items():
+            if sku not in ours:
+                continue
+            if batch.attempts.get(sku, 0) >= settings.queue.max_attempts:
+                final = f"{reason} (gave up after {batch.attempts[sku]} attempts)"
+                _release(by_sku[sku], ItemStatus.FAILED, final)
+                outcome.failed[sku] = final
+            else:
+                _release(by_sku[sku], ItemStatus.PENDING, reason)
+                outcome.retry_after[sku] = retry_delay(batch.attempts.get(sku, 1), settings.queue)
+        if batch.job_id is not None:
+            session.execute(
+                update(IngestJob)
+                .where(IngestJob.id == batch.job_id)
+                .values(
+                    embedded=IngestJob.embedded + len(outcome.indexed),
+                    unchanged=IngestJob.unchanged + len(outcome.unchanged),
+                )
+            )
+            refresh_job_counts(session, batch.job_id)
+    return outcome
+
+
+def _release(item: Item, status: ItemStatus, error: str | None) -> None:
+    item.status = status
+    item.last_error = error
+    item.claim_token = None
+    item.claimed_at = None
+
+
+def refresh_job_counts(session: Session, job_id: int) -> None:
+    """Set a job's done / failed counts from its items' states (idempotent under redelivery)."""
+
+    def count(status: ItemStatus) -> ScalarSelect[int]:
+        in_job = select(func.count(Item.id)).where(Item.last_job_id == job_id, Item.status == status)
+        return in_job.scalar_subquery()
+
+    session.flush()
+    session.execute(
+        update(IngestJob)
+        .where(IngestJob.id == job_id)
+        .values(done=count(ItemStatus.INDEXED), failed=count(ItemStatus.FAILED))
+    )
+    session.execute(
+        update(IngestJob)
+        .where(
+            IngestJob.id == job_id,
+            IngestJob.finished_at.is_(None),
+            IngestJob.done + IngestJob.failed >= IngestJob.total,
+        )
+        .values(finished_at=func.now())
+    )
+
+
+def requeue_stale(database: Database, stale_after_s: float) -> list[tuple[str, int | None]]:
+    """Items stuck in ``processing`` longer than ``stale_after_s`` (their worker died): back to pending.
+
+    Returns ``(sku, job id)`` pairs to queue again.
+    """
+    stale_before = utcnow() - timedelta(seconds=stale_after_s)
+    with database.session() as session:
+        items = session.scalars(
+            select(Item).where(
+                Item.status == ItemStatus.PROCESSING,
+                or_(Item.claimed_at.is_(None), and_(Item.claimed_at < stale_before)),
+            )
+        ).all()
+        for item in items:
+            _release(item, ItemStatus.PENDING, "re-queued: the worker holding it stopped")
+        return [(item.sku, item.last_job_id) for item in items]

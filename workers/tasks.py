@@ -1,0 +1,118 @@
+"""Celery tasks: thin wrappers that call :mod:`workers.ingest` and route the halves of a batch."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import numpy as np
+from celery import shared_task
+from celery.app.task import Task
+
+from db.indexing import ItemCrops, NewCrop
+from db.session import DatabaseUnavailableError
+from db.vectors import VectorStoreUnavailableError
+from workers.celery_app import INDEX_TASK, INGEST_TASK, REQUEUE_TASK, dispatch_batches, resources
+from workers.ingest import PreparedBatch, prepare_batch, requeue_stale, retry_delay, write_batch
+
+log = logging.getLogger(__name__)
+TRANSIENT = (DatabaseUnavailableError, VectorStoreUnavailableError, ConnectionError, TimeoutError)
+
+
+def encode_batch(batch: PreparedBatch) -> dict[str, Any]:
+    """A JSON-safe form of a prepared batch (vectors as base64 float32)."""
+    return {
+        "token": batch.token,
+        "job_id": batch.job_id,
+        "version_id": batch.version_id,
+        "unchanged": batch.unchanged,
+        "failed": batch.failed,
+        "retry": batch.retry,
+        "attempts": batch.attempts,
+        "to_index": [
+            {
+                "sku": entry.sku,
+                "content_hash": entry.content_hash,
+                "crops": [
+                    {
+                        "box": list(c.box),
+                        "category": c.category,
+                        "score": c.score,
+                        "detectors": list(c.detectors),
+                        "vector": base64.b64encode(np.asarray(c.vector, dtype="<f4").tobytes()).decode(),
+                    }
+                    for c in entry.crops
+                ],
+            }
+            for entry in batch.to_index
+        ],
+    }
+
+
+def decode_batch(data: dict[str, Any]) -> PreparedBatch:
+    return PreparedBatch(
+        token=data["token"],
+        job_id=data["job_id"],
+        version_id=data["version_id"],
+        unchanged=list(data["unchanged"]),
+        failed=dict(data["failed"]),
+        retry=dict(data["retry"]),
+        attempts={k: int(v) for k, v in data["attempts"].items()},
+        to_index=[
+            ItemCrops(
+                entry["sku"],
+                entry["content_hash"],
+                [
+                    NewCrop(
+                        box=tuple(c["box"]),
+                        category=c["category"],
+                        score=float(c["score"]),
+                        detectors=tuple(c["detectors"]),
+                        vector=np.frombuffer(base64.b64decode(c["vector"]), dtype="<f4").copy(),
+                    )
+                    for c in entry["crops"]
+                ],
+            )
+            for entry in data["to_index"]
+        ],
+    )
+
+
+def _retry(task: Task, exc: Exception) -> None:
+    delay = retry_delay(task.request.retries + 1, resources().settings.queue)
+    log.warning("%s: transient failure, retrying in %.1fs: %s", task.name, delay, exc)
+    raise task.retry(exc=exc, countdown=delay, max_retries=resources().settings.queue.max_attempts * 4)
+
+
+@shared_task(bind=True, name=INGEST_TASK, acks_late=True, reject_on_worker_lost=True)
+def ingest_batch(self: Task, skus: list[str], job_id: int | None = None) -> dict[str, int]:
+    """Model half: claim, fetch, detect and embed; hands the vectors to the ``index`` queue."""
+    try:
+        batch = prepare_batch(resources(), skus, token=self.request.id, job_id=job_id)
+    except TRANSIENT as exc:
+        _retry(self, exc)
+    self.app.send_task(INDEX_TASK, args=[encode_batch(batch)])
+    return {"embedded": len(batch.to_index), "unchanged": len(batch.unchanged), "failed": len(batch.failed)}
+
+
+@shared_task(bind=True, name=INDEX_TASK, acks_late=True, reject_on_worker_lost=True)
+def index_batch(self: Task, data: dict[str, Any]) -> dict[str, int]:
+    """Write half: vectors to Milvus, rows to the database; schedules retries of transient failures."""
+    batch = decode_batch(data)
+    try:
+        outcome = write_batch(resources(), batch)
+    except TRANSIENT as exc:
+        _retry(self, exc)
+    for sku, delay in outcome.retry_after.items():
+        self.app.send_task(INGEST_TASK, args=[[sku], batch.job_id], countdown=delay)
+    return {"indexed": len(outcome.indexed), "failed": len(outcome.failed), "retry": len(outcome.retry_after)}
+
+
+@shared_task(bind=True, name=REQUEUE_TASK, acks_late=True)
+def requeue_stale_items(self: Task) -> list[str]:
+    """Re-queue items whose worker died while holding them (stale claims)."""
+    settings = resources().settings
+    stale = requeue_stale(resources().database, settings.queue.stale_claim_s)
+    dispatch_batches(self.app, stale, settings.queue.ingest_batch_size)
+    return [sku for sku, _ in stale]
