@@ -33,7 +33,11 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "clothes_search"
 MAX_CONTENT_LENGTH = 10 * 1024 * 1024  # larger request bodies answer 413
-_BROKER_ERRORS = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_BROKER_ERRORS = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 health = Blueprint("health", __name__)
 

@@ -96,7 +96,11 @@ def _network_source_problem(record: object) -> str | None:
         given = value is not None and not (isinstance(value, str) and not value.strip())
         if name == "image_path" and given:
             return "image_path: local paths are not accepted by the API; give an http(s) image_url"
-        if name == "image_url" and isinstance(value, str) and urlsplit(value.strip()).scheme.lower() == "file":
+        if (
+            name == "image_url"
+            and isinstance(value, str)
+            and urlsplit(value.strip()).scheme.lower() == "file"
+        ):
             return "image_url: file URLs are not accepted by the API; give an http(s) URL"
     return None
 
@@ -116,7 +120,9 @@ def parse_submission(body: bytes, created_by: str) -> ItemsSubmission:
     if len(data) > MAX_ROWS:
         message = f"at most {MAX_ROWS} rows per request, got {len(data)}: split the submission"
         raise ApiError(413, "too_many_rows", message)
-    refused = {line: problem for line, record in enumerate(data, 1) if (problem := _network_source_problem(record))}
+    refused = {
+        line: problem for line, record in enumerate(data, 1) if (problem := _network_source_problem(record))
+    }
     parsed = parse_records(data, max_errors=MAX_ROWS)
     errors = [
         RowError(e.line, e.sku, f"{refused[e.line]}; {e.reason}" if e.line in refused else e.reason)
@@ -256,7 +262,9 @@ def _row_errors(errors: Sequence[RowError]) -> list[dict[str, Any]]:
 def post_items() -> ResponseReturnValue:
     """Submit catalog rows; 202 with the job that ingests the ones needing the models."""
     if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "send the rows as JSON (Content-Type: application/json)")
+        raise ApiError(
+            415, "unsupported_media_type", "send the rows as JSON (Content-Type: application/json)"
+        )
     submission = parse_submission(request.get_data(cache=False), _client_id())
     outcome = submit_items(_services(), submission)
     body = {

@@ -42,7 +42,9 @@ class Reply:
     def json(self) -> Any:
         """The body parsed as JSON (fails the test with the body if it is not JSON)."""
         content_type = self.header("Content-Type") or ""
-        assert content_type.startswith("application/json"), f"{self.status} {content_type}: {self.body[:300]!r}"
+        assert content_type.startswith("application/json"), (
+            f"{self.status} {content_type}: {self.body[:300]!r}"
+        )
         return jsonlib.loads(self.body)
 
 

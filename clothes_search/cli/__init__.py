@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from clothes_search.cli.bench import bench
+from clothes_search.cli.bench_ingest import bench_ingest
 from clothes_search.cli.bench_milvus import bench_milvus
 from clothes_search.cli.context import CliContext
 from clothes_search.cli.database import database
@@ -44,3 +45,4 @@ main.add_command(milvus)
 main.add_command(ingest)
 main.add_command(worker)
 bench.add_command(bench_milvus)
+bench.add_command(bench_ingest)

@@ -1,0 +1,354 @@
+"""The items API over real HTTP: submission, background ingestion, jobs, reads, deletes, errors.
+
+The app is served by werkzeug on a socket; the database is a migrated SQLite file, the vectors go
+to Milvus Lite, images come from a local HTTP server, and ingestion runs in-process with one
+light embedder (EfficientNet-Lite0 on the whole image) to keep the models quick to load.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from http_server import LocalHTTPServer, Response
+from live_server import LiveServer
+from sample_images import product_shot
+
+from clothes_search.settings import Settings
+from db import migrate
+from search.app import MAX_CONTENT_LENGTH, ApiServices, create_app
+from search.items_api import MAX_ROWS
+
+REDIS_URL = os.environ.get("CLOTHES_SEARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+LIGHT_MODELS: dict[str, Any] = {
+    "embedders": [{"name": "lite0", "backend": "efficientnet_lite", "model": "lite0"}],
+    "detectors": [{"name": "whole", "backend": "whole_image"}],
+}
+
+
+def jpeg(colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    product_shot(colour, size=(120, 160)).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def images() -> Iterator[LocalHTTPServer]:
+    """Product shots over HTTP; ``/slow.jpg`` trickles in for about a second."""
+    with LocalHTTPServer() as server:
+        body = jpeg()
+        server.add("/shirt.jpg", Response(body, content_type="image/jpeg"))
+        server.add("/blue.jpg", Response(jpeg((30, 30, 200)), content_type="image/jpeg"))
+        server.add(
+            "/slow.jpg", Response(body, content_type="image/jpeg", chunk_size=len(body) // 4, delay_s=0.25)
+        )
+        yield server
+
+
+@pytest.fixture
+def api_settings(make_settings, tmp_path) -> Callable[..., Settings]:
+    """Settings for an embedded API (SQLite file, Milvus Lite file, light models); overrides win."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database": {"url": f"sqlite:///{tmp_path / 'catalog.db'}"},
+            "milvus": {"uri": str(tmp_path / "m.db"), "index_type": "FLAT"},
+            "fetch": {"allowed_networks": ["127.0.0.1/32"]},
+            **LIGHT_MODELS,
+        }
+        values.update(overrides)
+        return make_settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Flask], LiveServer]]:
+    """Serve apps over HTTP; afterwards stop them and close their services (drains ingestion)."""
+    started: list[LiveServer] = []
+
+    def start(app: Flask) -> LiveServer:
+        server = LiveServer(app).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        ApiServices.of(server.app).close()
+
+
+@pytest.fixture
+def api(api_settings, serve) -> LiveServer:
+    """The API on a freshly migrated database, in-process ingestion."""
+    settings = api_settings()
+    migrate.upgrade(settings.database)
+    return serve(create_app(settings))
+
+
+def row(sku: str, url: str, **fields: Any) -> dict[str, Any]:
+    return {"sku": sku, "image_url": url, "title": f"Shirt {sku}", "category": "top", **fields}
+
+
+def wait_for_job(api: LiveServer, location: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Poll a job until it finishes; its final state."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reply = api.call("GET", location)
+        assert reply.status == 200, reply.body
+        if reply.json["finished"]:
+            return reply.json
+        assert time.monotonic() < deadline, f"job not finished after {timeout_s}s: {reply.json}"
+        time.sleep(0.1)
+
+
+def assert_error(reply: Any, status: int, code: str) -> dict[str, Any]:
+    assert reply.status == status, reply.body
+    body = reply.json
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body
+
+
+def live_fields(api: LiveServer, sku: str) -> Any:
+    """The filter fields Milvus holds for ``sku`` (None: no vectors)."""
+    services = ApiServices.of(api.app)
+    store = services.resources.store
+    collection = store.resolve_alias(services.settings.milvus.live_alias)
+    assert collection is not None
+    return store.item_fields(collection, [sku]).get(sku)
+
+
+# -- ingestion ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # loads EfficientNet-Lite0
+def test_a_posted_item_is_accepted_at_once_then_indexed(api, images):
+    reply = api.call(
+        "POST", "/items", json=row("sku-1", images.url("/slow.jpg"), price="19.9", currency="eur")
+    )
+    assert reply.status == 202, reply.body
+    body = reply.json
+    assert body == {
+        "job_id": body["job_id"],
+        "queued": 1,
+        "metadata_updated": 0,
+        "unchanged": 0,
+        "errors": [],
+    }
+    assert isinstance(body["job_id"], int)
+    assert reply.header("Location") == f"/jobs/{body['job_id']}"
+
+    first = api.call("GET", reply.header("Location")).json  # the image alone takes over a second
+    assert first["finished"] is False and first["remaining"] == 1
+
+    job = wait_for_job(api, reply.header("Location"))
+    assert job == {
+        "job_id": body["job_id"],
+        "total": 1,
+        "done": 1,
+        "failed": 0,
+        "embedded": 1,
+        "unchanged": 0,
+        "remaining": 0,
+        "finished": True,
+        "failures": [],
+    }
+    item = api.call("GET", "/items/sku-1")
+    assert item.status == 200, item.body
+    assert item.json["status"] == "indexed"
+    assert item.json["price"] == "19.90" and item.json["currency"] == "EUR"
+    assert item.json["image_url"] == images.url("/slow.jpg")
+    assert item.json["indexed_at"].endswith("+00:00")
+    assert live_fields(api, "sku-1") is not None
+
+
+@pytest.mark.slow  # loads EfficientNet-Lite0
+def test_resubmitting_is_a_no_op_and_a_new_price_skips_the_models(api, images):
+    first = api.call(
+        "POST", "/items", json=[row("sku-1", images.url("/shirt.jpg"), price=10, currency="EUR")]
+    )
+    wait_for_job(api, first.header("Location"))
+
+    again = api.call(
+        "POST", "/items", json=[row("sku-1", images.url("/shirt.jpg"), price=10, currency="EUR")]
+    )
+    assert again.status == 202, again.body
+    assert again.json == {"job_id": None, "queued": 0, "metadata_updated": 0, "unchanged": 1, "errors": []}
+    assert again.header("Location") is None
+
+    cheaper = api.call(
+        "POST", "/items", json=row("sku-1", images.url("/shirt.jpg"), price=7.5, currency="EUR")
+    )
+    assert cheaper.status == 202, cheaper.body
+    assert cheaper.json == {"job_id": None, "queued": 0, "metadata_updated": 1, "unchanged": 0, "errors": []}
+    assert api.call("GET", "/items/sku-1").json["price"] == "7.50"
+    assert live_fields(api, "sku-1").price == 7.5  # the vectors' copy follows, without re-embedding
+
+
+@pytest.mark.slow  # loads EfficientNet-Lite0
+def test_bad_rows_are_reported_by_line_and_field_and_the_good_ones_go_on(api, images):
+    rows = [
+        row("good", images.url("/shirt.jpg")),
+        {"image_url": images.url("/blue.jpg")},
+        {"sku": "local", "image_path": "/etc/passwd"},
+        row("pricey", images.url("/blue.jpg"), price="12,50", currency="EUR"),
+        row("file", "file:///etc/passwd"),
+        {"sku": "both-bad", "image_path": "x.jpg", "price": "cheap"},
+    ]
+    reply = api.call("POST", "/items", json=rows, headers={"X-Client-Id": "shop-42"})
+    assert reply.status == 202, reply.body
+    body = reply.json
+    assert (body["queued"], body["metadata_updated"], body["unchanged"]) == (1, 0, 0)
+    errors = {error["line"]: error for error in body["errors"]}
+    assert sorted(errors) == [2, 3, 4, 5, 6]
+    assert errors[2]["sku"] is None and errors[2]["reason"].startswith("sku: required")
+    assert errors[3]["sku"] == "local" and errors[3]["reason"].startswith("image_path:")
+    assert errors[4]["sku"] == "pricey" and errors[4]["reason"].startswith("price:")
+    assert errors[5]["sku"] == "file" and errors[5]["reason"].startswith("image_url:")
+    assert "image_path:" in errors[6]["reason"] and "price:" in errors[6]["reason"]
+
+    job = wait_for_job(api, reply.header("Location"))
+    assert (job["total"], job["done"], job["failed"]) == (1, 1, 0)
+    for sku in ("local", "pricey", "file"):
+        assert api.call("GET", f"/items/{sku}").status == 404
+
+
+@pytest.mark.slow  # loads EfficientNet-Lite0
+def test_an_image_that_is_not_found_fails_its_item_with_the_reason(api, images):
+    reply = api.call("POST", "/items", json=[row("gone", images.url("/missing.jpg"))])
+    assert reply.status == 202, reply.body
+    job = wait_for_job(api, reply.header("Location"))
+    assert (job["done"], job["failed"], job["remaining"]) == (0, 1, 0)
+    [failure] = job["failures"]
+    assert failure["sku"] == "gone" and "404" in failure["reason"]
+    item = api.call("GET", "/items/gone").json
+    assert item["status"] == "failed" and "404" in item["last_error"]
+
+
+@pytest.mark.slow  # loads EfficientNet-Lite0
+def test_deleting_an_item_removes_it_and_its_vectors(api, images):
+    reply = api.call("POST", "/items", json=row("a/b 1", images.url("/shirt.jpg")))
+    wait_for_job(api, reply.header("Location"))
+    assert live_fields(api, "a/b 1") is not None
+
+    deleted = api.call("DELETE", "/items/a/b%201")
+    assert deleted.status == 204 and deleted.body == b""
+    assert_error(api.call("GET", "/items/a/b%201"), 404, "not_found")
+    assert_error(api.call("DELETE", "/items/a/b%201"), 404, "not_found")
+    assert live_fields(api, "a/b 1") is None
+
+
+def test_with_a_broker_the_batch_goes_to_the_queue(api_settings, serve, images):
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.flushdb()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis at {REDIS_URL} is not running ({exc}); .ci/run starts it", pytrace=False)
+    settings = api_settings(queue={"broker_url": REDIS_URL})
+    migrate.upgrade(settings.database)
+    api = serve(create_app(settings))
+    try:
+        reply = api.call("POST", "/items", json=[row("q1", images.url("/shirt.jpg"))])
+        assert reply.status == 202, reply.body
+        assert client.llen("ingest") == 1
+        [task] = client.lrange("ingest", 0, -1)
+        assert json.loads(task)["headers"]["argsrepr"] == repr([["q1"], reply.json["job_id"]])
+        assert api.call("GET", "/items/q1").json["status"] == "pending"
+    finally:
+        client.flushdb()
+
+
+# -- request errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b'{"sku": "a", ', {}, 400, "invalid_json"),
+        (b'{"sku": "a", "price": NaN}', {}, 400, "invalid_json"),
+        (b'"just a string"', {}, 400, "invalid_body"),
+        (b"[]", {}, 400, "empty"),
+        (b'[{"sku": "a"}, 3]', {}, 422, "no_valid_rows"),
+        (json.dumps([{"sku": str(i)} for i in range(MAX_ROWS + 1)]).encode(), {}, 413, "too_many_rows"),
+        (b'{"sku": "a"}', {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+        (b'{"sku": "a"}', {"X-Client-Id": "x" * 200}, 400, "invalid_header"),
+    ],
+    ids=["broken", "nan", "string", "empty", "all-invalid", "too-many", "not-json", "client-id"],
+)
+def test_unusable_submissions_answer_json_errors(api_settings, serve, body, headers, status, code):
+    api = serve(create_app(api_settings()))  # refused before the database is touched
+    sent = {"Content-Type": "application/json", **headers}
+    reply = api.call("POST", "/items", data=body, headers=sent)
+    error = assert_error(reply, status, code)
+    if code == "no_valid_rows":
+        assert [e["line"] for e in error["errors"]] == [1, 2]
+    if code == "too_many_rows":
+        assert str(MAX_ROWS) in error["error"]["message"]
+    if code == "invalid_header":
+        assert error["error"]["parameter"] == "X-Client-Id"
+
+
+def test_a_body_over_the_size_limit_answers_413(api):
+    body = b"[" + b" " * MAX_CONTENT_LENGTH + b"]"
+    reply = api.call("POST", "/items", data=body, headers={"Content-Type": "application/json"})
+    assert_error(reply, 413, "request_entity_too_large")
+
+
+def test_unknown_jobs_items_and_routes_answer_json_404(api):
+    assert_error(api.call("GET", "/jobs/999999"), 404, "not_found")
+    assert_error(api.call("GET", "/jobs/99999999999999999999999"), 404, "not_found")
+    assert_error(api.call("GET", "/items/nope"), 404, "not_found")
+    assert_error(api.call("GET", "/nowhere"), 404, "not_found")
+    assert_error(api.call("GET", "/jobs/abc"), 404, "not_found")
+
+
+def test_a_wrong_method_answers_json_405_with_allow(api):
+    reply = api.call("PUT", "/items/sku-1")
+    assert_error(reply, 405, "method_not_allowed")
+    assert {"GET", "DELETE"} <= set(reply.header("Allow").replace(" ", "").split(","))
+    assert_error(api.call("GET", "/items"), 405, "method_not_allowed")
+
+
+def test_an_unreachable_database_answers_503_never_500(api_settings, serve, images):
+    settings = api_settings(database={"url": "postgresql+psycopg2://nobody@127.0.0.1:1/x"})
+    api = serve(create_app(settings))
+    assert api.call("GET", "/healthz").json == {"status": "ok"}
+    for method, path, payload in [
+        ("GET", "/items/x", None),
+        ("DELETE", "/items/x", None),
+        ("GET", "/jobs/1", None),
+        ("POST", "/items", row("x", images.url("/shirt.jpg"))),
+    ]:
+        reply = api.call(method, path, json=payload)
+        body = assert_error(reply, 503, "database_unavailable")
+        assert reply.header("Retry-After")
+        assert "nobody" not in body["error"]["message"]  # no connection details leak
+
+
+def test_an_unreachable_broker_answers_503_and_the_item_stays_pending(api_settings, serve, images):
+    settings = api_settings(queue={"broker_url": "redis://127.0.0.1:1/0"})
+    migrate.upgrade(settings.database)
+    api = serve(create_app(settings))
+    reply = api.call("POST", "/items", json=row("x", images.url("/shirt.jpg")))
+    assert_error(reply, 503, "queue_unavailable")
+    assert api.call("GET", "/items/x").json["status"] == "pending"
+
+
+def test_an_unexpected_error_answers_500_without_details(api_settings, serve):
+    app = create_app(api_settings())
+
+    def broken() -> str:
+        raise RuntimeError("secret internals")
+
+    app.add_url_rule("/broken", view_func=broken)
+    reply = serve(app).call("GET", "/broken")
+    body = assert_error(reply, 500, "internal")
+    assert body == {"error": {"code": "internal", "message": "internal error", "parameter": None}}
