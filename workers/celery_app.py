@@ -40,6 +40,7 @@ def create_celery(settings: Settings) -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
+        task_ignore_result=True,  # progress lives in the database; nothing reads task results
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
@@ -75,7 +76,7 @@ def dispatch_batches(app: Celery, items: Sequence[tuple[str, int | None]], batch
     sent = 0
     for job_id, skus in by_job.items():
         for start in range(0, len(skus), batch_size):
-            app.send_task(INGEST_TASK, args=[skus[start : start + batch_size], job_id])
+            app.send_task(INGEST_TASK, args=[skus[start : start + batch_size], job_id], ignore_result=True)
             sent += 1
     return sent
 

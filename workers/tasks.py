@@ -92,7 +92,7 @@ def ingest_batch(self: Task, skus: list[str], job_id: int | None = None) -> dict
         batch = prepare_batch(resources(), skus, token=self.request.id, job_id=job_id)
     except TRANSIENT as exc:
         _retry(self, exc)
-    self.app.send_task(INDEX_TASK, args=[encode_batch(batch)])
+    self.app.send_task(INDEX_TASK, args=[encode_batch(batch)], ignore_result=True)
     return {"embedded": len(batch.to_index), "unchanged": len(batch.unchanged), "failed": len(batch.failed)}
 
 
@@ -105,7 +105,7 @@ def index_batch(self: Task, data: dict[str, Any]) -> dict[str, int]:
     except TRANSIENT as exc:
         _retry(self, exc)
     for sku, delay in outcome.retry_after.items():
-        self.app.send_task(INGEST_TASK, args=[[sku], batch.job_id], countdown=delay)
+        self.app.send_task(INGEST_TASK, args=[[sku], batch.job_id], countdown=delay, ignore_result=True)
     return {"indexed": len(outcome.indexed), "failed": len(outcome.failed), "retry": len(outcome.retry_after)}
 
 
