@@ -15,15 +15,12 @@ the server cannot be reached (refused, timed out): the API answers 503, the queu
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -36,12 +33,38 @@ from pymilvus.exceptions import (
     MilvusUnavailableException,
 )
 
-from clothes_search.errors import ClothesSearchError
 from clothes_search.settings import MilvusSettings
-from db.filters import CatalogFilter, forbidden_character, string_literal
+from db.filters import CatalogFilter, string_literal
+from db.vector_records import (
+    TEXT_LIMITS,
+    CollectionInfo,
+    CropRecord,
+    ItemFields,
+    T,
+    VectorHit,
+    VectorStoreError,
+    VectorStoreUnavailableError,
+    check_text,
+    check_vectors,
+    chunks,
+    fields_row,
+    hit_entity,
+    ids_literal,
+    keys_literal,
+    row_fields,
+)
+
+__all__ = [
+    "CollectionInfo",
+    "CropRecord",
+    "ItemFields",
+    "VectorHit",
+    "VectorStore",
+    "VectorStoreError",
+    "VectorStoreUnavailableError",
+]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MAX_TOP_K = 16384
 MAX_DIM = 32768
@@ -49,7 +72,6 @@ LOAD_TIMEOUT_S = 900.0  # load and flush: loading builds missing segment indexes
 WRITE_BATCH = 1000  # rows per upsert request (2560-d float32: ~10 MB)
 ID_BATCH = 1000  # ids per `id in [...]` expression
 KEY_BATCH = 100  # item keys per `item_key in [...]` expression
-TEXT_LIMITS = {"item_key": 256, "crop_category": 64, "category": 64, "brand": 128}  # VARCHAR bytes
 FIELD_OUTPUT = ["item_key", "category", "brand", "price", "in_stock", "attributes"]
 COLLECTION_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -59,64 +81,6 @@ _SERVE_HINT = (
     "check that the server runs (`clothes-search milvus serve` starts a local one) "
     "and that CLOTHES_SEARCH_MILVUS__URI points to it"
 )
-
-
-class VectorStoreError(ClothesSearchError):
-    """The vector store rejected a request or failed."""
-
-    kind = "vector_store"
-
-
-class VectorStoreUnavailableError(VectorStoreError):
-    """The vector store cannot be reached (refused, timed out): retry later."""
-
-    kind = "vector_store_unavailable"
-
-
-@dataclass
-class ItemFields:
-    """The item's filterable fields, denormalised onto each of its crop rows."""
-
-    category: str
-    brand: str
-    price: float | None = None  # NULL in Milvus when unknown
-    in_stock: bool = True
-    attributes: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CropRecord:
-    """One crop's vector and what is searched and filtered with it."""
-
-    id: int
-    vector: np.ndarray
-    item_key: str
-    crop_category: str
-    fields: ItemFields
-    written_at: int = 0  # epoch seconds; 0: the store sets the current time
-
-
-@dataclass
-class VectorHit:
-    """A search result: the crop id and its similarity (higher is better)."""
-
-    id: int
-    score: float
-    item_key: str
-    crop_category: str
-
-
-@dataclass
-class CollectionInfo:
-    """What ``clothes-search milvus stats`` reports about a collection."""
-
-    name: str
-    dim: int
-    rows: int
-    index_type: str
-    metric_type: str
-    partition_key: str | None
-    aliases: list[str]
 
 
 # Milvus Lite runs in-process: one embedded server per .db path, shared by the path's clients and
@@ -154,77 +118,6 @@ def _unavailable_reason(exc: BaseException) -> str | None:
 
 def _message(exc: BaseException) -> str:
     return str(exc.message) if isinstance(exc, MilvusException) else str(exc) or type(exc).__name__
-
-
-def _chunks(values: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
-def _ids_literal(ids: Sequence[int]) -> str:
-    return "[" + ", ".join(str(int(i)) for i in ids) + "]"
-
-
-def _keys_literal(keys: Sequence[str]) -> str:
-    return "[" + ", ".join(string_literal(_check_text(k, "item_key")) for k in keys) + "]"
-
-
-def _check_text(value: object, name: str, *, empty_ok: bool = False) -> str:
-    if not isinstance(value, str) or not (value or empty_ok):
-        raise VectorStoreError(f"{name} must be a {'' if empty_ok else 'non-empty '}string, got {value!r}")
-    if len(value.encode("utf-8", "surrogatepass")) > TEXT_LIMITS[name]:
-        raise VectorStoreError(f"{name} {value[:40]!r}... is longer than {TEXT_LIMITS[name]} bytes")
-    bad = forbidden_character(value)
-    if bad is not None:
-        raise VectorStoreError(f"{name} {value!r} contains the control character U+{ord(bad):04X}")
-    return value
-
-
-def _check_vectors(vectors: object, dim: int | None, what: str) -> np.ndarray:
-    """A C-contiguous float32 (n, d) matrix of finite values, ``d == dim`` when known."""
-    try:
-        matrix = np.asarray(vectors, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise VectorStoreError(f"{what}: vectors of different lengths or not numbers ({exc})") from exc
-    if matrix.ndim != 2 or matrix.shape[1] == 0:
-        raise VectorStoreError(f"{what}: expected an (n, d) array of vectors, got shape {matrix.shape}")
-    if dim is not None and matrix.shape[1] != dim:
-        raise VectorStoreError(f"{what}: vectors have dimension {matrix.shape[1]}, the collection {dim}")
-    if not np.isfinite(matrix).all():
-        raise VectorStoreError(f"{what}: vectors contain NaN or infinite values")
-    return np.ascontiguousarray(matrix)
-
-
-def _fields_row(fields: ItemFields) -> dict[str, Any]:
-    price = fields.price
-    if price is not None and (
-        isinstance(price, bool) or not isinstance(price, numbers.Real) or not math.isfinite(price)
-    ):
-        raise VectorStoreError(f"price must be a finite number or None, got {price!r}")
-    if not isinstance(fields.attributes, dict) or not all(isinstance(k, str) for k in fields.attributes):
-        raise VectorStoreError("attributes must be a dict with string keys")
-    return {
-        "category": _check_text(fields.category, "category", empty_ok=True),
-        "brand": _check_text(fields.brand, "brand", empty_ok=True),
-        "price": None if price is None else float(price),
-        "in_stock": bool(fields.in_stock),
-        "attributes": fields.attributes,
-    }
-
-
-def _entity(entity: dict[str, Any]) -> dict[str, str]:
-    return {"item_key": entity["item_key"], "crop_category": entity["crop_category"]}
-
-
-def _row_fields(row: dict[str, Any]) -> ItemFields:
-    price = row.get("price")
-    return ItemFields(
-        category=row["category"],
-        brand=row["brand"],
-        price=None if price is None else float(price),
-        in_stock=bool(row["in_stock"]),
-        attributes=dict(row.get("attributes") or {}),
-    )
 
 
 class VectorStore:
@@ -506,7 +399,7 @@ class VectorStore:
         ids = [int(r.id) for r in records]
         if len(set(ids)) != len(ids):
             raise VectorStoreError("duplicate crop ids in one write")
-        vectors = _check_vectors(
+        vectors = check_vectors(
             [r.vector for r in records], self._dim(collection), f"writing to {collection!r}"
         )
         now = int(time.time())
@@ -514,14 +407,14 @@ class VectorStore:
             {
                 "id": crop_id,
                 "vector": vector,
-                "item_key": _check_text(r.item_key, "item_key"),
-                "crop_category": _check_text(r.crop_category, "crop_category", empty_ok=True),
-                **_fields_row(r.fields),
+                "item_key": check_text(r.item_key, "item_key"),
+                "crop_category": check_text(r.crop_category, "crop_category", empty_ok=True),
+                **fields_row(r.fields),
                 "written_at": int(r.written_at) or now,
             }
             for crop_id, vector, r in zip(ids, vectors, records, strict=True)
         ]
-        for batch in _chunks(rows, WRITE_BATCH):
+        for batch in chunks(rows, WRITE_BATCH):
             self._rpc(f"writing to {collection!r}", "upsert", collection, list(batch))
         return len(rows)
 
@@ -532,7 +425,7 @@ class VectorStore:
         search sees old and new crops for a moment but never none. A failure in between leaves stale
         rows that a retry (or the reconcile job) removes.
         """
-        key = _check_text(item_key, "item_key")
+        key = check_text(item_key, "item_key")
         if any(r.item_key != key for r in records):
             raise VectorStoreError(f"every record must belong to item {key!r}")
         self.upsert(collection, records)
@@ -542,8 +435,8 @@ class VectorStore:
         """Delete the crops of these items whose id is not in ``keep_ids``; returns rows deleted."""
         keep = {int(i) for i in keep_ids}
         stale: list[int] = []
-        for batch in _chunks(list(dict.fromkeys(item_keys)), KEY_BATCH):
-            rows = self._query(collection, f"item_key in {_keys_literal(batch)}", ["id"], "finding crops")
+        for batch in chunks(list(dict.fromkeys(item_keys)), KEY_BATCH):
+            rows = self._query(collection, f"item_key in {keys_literal(batch)}", ["id"], "finding crops")
             stale.extend(int(r["id"]) for r in rows if int(r["id"]) not in keep)
         return self.delete_ids(collection, stale)
 
@@ -554,8 +447,8 @@ class VectorStore:
     def delete_ids(self, collection: str, ids: Sequence[int]) -> int:
         """Delete crops by id; returns the number of rows deleted (existing just before)."""
         deleted = 0
-        for batch in _chunks(list(dict.fromkeys(int(i) for i in ids)), ID_BATCH):
-            expr = f"id in {_ids_literal(batch)}"
+        for batch in chunks(list(dict.fromkeys(int(i) for i in ids)), ID_BATCH):
+            expr = f"id in {ids_literal(batch)}"
             rows = self._query(collection, expr, ["count(*)"], f"counting rows to delete in {collection!r}")
             matched = int(rows[0]["count(*)"]) if rows else 0
             if matched:
@@ -565,10 +458,10 @@ class VectorStore:
 
     def update_item_fields(self, collection: str, item_key: str, fields: ItemFields) -> int:
         """Set the filter fields of every crop row of an item (no re-embedding); returns rows updated."""
-        expr = f"item_key == {string_literal(_check_text(item_key, 'item_key'))}"
-        values = _fields_row(fields)
+        expr = f"item_key == {string_literal(check_text(item_key, 'item_key'))}"
+        values = fields_row(fields)
         ids = [int(r["id"]) for r in self._query(collection, expr, ["id"], "finding the item's crops")]
-        for batch in _chunks(ids, WRITE_BATCH):
+        for batch in chunks(ids, WRITE_BATCH):
             rows = [{"id": crop_id, **values} for crop_id in batch]
             self._rpc(f"updating item {item_key!r}", "upsert", collection, rows, partial_update=True)
         return len(ids)
@@ -582,7 +475,7 @@ class VectorStore:
         name, s = collection_or_alias, self.settings
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_TOP_K:
             raise VectorStoreError(f"limit must be an integer in 1..{MAX_TOP_K}, got {limit!r}")
-        matrix = _check_vectors(queries, self._dims.get(name), f"searching {name!r}")
+        matrix = check_vectors(queries, self._dims.get(name), f"searching {name!r}")
         params: dict[str, Any] = {}
         if s.index_type == "HNSW":
             params = {"params": {"ef": max(s.search_ef, limit)}}
@@ -595,14 +488,14 @@ class VectorStore:
         )
         sign = -1.0 if s.metric_type == "L2" else 1.0  # L2: squared distance, negated
         return [
-            [VectorHit(int(h["id"]), sign * float(h["distance"]), **_entity(h["entity"])) for h in hits]
+            [VectorHit(int(h["id"]), sign * float(h["distance"]), **hit_entity(h["entity"])) for h in hits]
             for hits in results
         ]
 
     def get_vectors(self, collection: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored float32 vectors of these crops (unknown ids are absent)."""
         out: dict[int, np.ndarray] = {}
-        for batch in _chunks(list(dict.fromkeys(int(i) for i in ids)), ID_BATCH):
+        for batch in chunks(list(dict.fromkeys(int(i) for i in ids)), ID_BATCH):
             rows = self._read(
                 collection, "fetching vectors", "get", collection, ids=list(batch), output_fields=["vector"]
             )
@@ -612,10 +505,10 @@ class VectorStore:
     def item_fields(self, collection: str, item_keys: Sequence[str]) -> dict[str, ItemFields]:
         """The stored filter fields of these items (items without crops are absent)."""
         out: dict[str, ItemFields] = {}
-        for batch in _chunks(list(dict.fromkeys(item_keys)), KEY_BATCH):
-            expr = f"item_key in {_keys_literal(batch)}"
+        for batch in chunks(list(dict.fromkeys(item_keys)), KEY_BATCH):
+            expr = f"item_key in {keys_literal(batch)}"
             for row in self._query(collection, expr, FIELD_OUTPUT, "reading item fields"):
-                out.setdefault(row["item_key"], _row_fields(row))
+                out.setdefault(row["item_key"], row_fields(row))
         return out
 
     def iter_rows(self, collection: str, batch_size: int = 1000) -> Iterator[list[tuple[int, str, int]]]:

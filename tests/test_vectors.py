@@ -30,64 +30,6 @@ DIM = 8
 COLLECTION = "crops_test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-@pytest.fixture(scope="module")
-def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A ``milvus-lite server`` subprocess on a free port with a fresh data dir: its http:// URI."""
-    executable = Path(sys.executable).with_name("milvus-lite")
-    if not executable.exists():
-        pytest.fail(f"{executable} is missing: install milvus-lite in the virtual environment", pytrace=False)
-    root = tmp_path_factory.mktemp("milvus-server")
-    log_path = root / "server.log"
-    for _attempt in range(3):  # the free port may be taken between probing and binding
-        port = _free_port()
-        with log_path.open("ab") as log:
-            command = [
-                executable,
-                "server",
-                "--data-dir",
-                root / "data",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                port,
-            ]
-            proc = subprocess.Popen([str(c) for c in command], stdout=log, stderr=subprocess.STDOUT)
-        if _wait_listening(proc, port, timeout_s=60):
-            break
-        proc.kill()
-        proc.wait()
-    else:
-        pytest.fail(f"milvus-lite server did not start:\n{log_path.read_text()[-3000:]}", pytrace=False)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _settings(uri: str, **overrides: object) -> MilvusSettings:
     return MilvusSettings(**{"uri": uri, "index_type": "FLAT", "timeout_s": 20, **overrides})
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,9 +30,12 @@ from clothes_search.settings import Settings
 from db import migrate
 from db.indexing import ItemCrops, NewCrop, index_items
 from db.models import IngestJob, Item
+from ingestion.feed import parse_feed
 from ingestion.images import load_image
 from ingestion.pipeline import Pipeline
+from workers.dispatch import CeleryDispatcher
 from workers.resources import WorkerResources
+from workers.submit import submit_rows
 
 PHOTOS = (
     "tests/data/astronaut.jpg",
@@ -102,12 +106,13 @@ def _wait_for_jobs(resources: WorkerResources, job_id: int, timeout_s: float) ->
     raise click.ClickException(f"job {job_id} did not finish within {timeout_s:.0f}s")
 
 
-def _submit(env: dict[str, str], feed: Path) -> int:
-    cli = str(Path(sys.executable).with_name("clothes-search"))
-    result = subprocess.run([cli, "ingest", str(feed), "--no-wait"], env=env, capture_output=True, text=True)
-    if result.returncode != 0 or "job " not in result.stdout:
-        raise click.ClickException(f"ingest failed: {result.stderr[-2000:]}")
-    return int(result.stdout.split("job ")[1].split()[0])
+def _submit(resources: WorkerResources, dispatcher: CeleryDispatcher, feed: Path) -> int:
+    """What ``clothes-search ingest --no-wait`` does, minus the command's start-up."""
+    rows = [row for _, row in parse_feed(feed).rows]
+    result = submit_rows(resources.database, resources.store, rows, source=str(feed))
+    assert result.job_id is not None
+    dispatcher.submit(result.queued, result.job_id)
+    return result.job_id
 
 
 def _feed(path: Path, server: _ImageServer, indices: range, prefix: str) -> Path:
@@ -181,12 +186,13 @@ def bench_ingest(cli: CliContext, count: int, broker: str, concurrency: int, bat
             start_new_session=True,
         )
         resources = WorkerResources(settings)
-        warm = _submit(
-            env, _feed(workdir / "warm.jsonl", server, range(min(4 * concurrency, count)), "warm-")
-        )
-        _wait_for_jobs(resources, warm, 600)
+        resources.target_version_id()
+        dispatcher = CeleryDispatcher(settings)
+        warm_feed = _feed(workdir / "warm.jsonl", server, range(min(4 * concurrency, count)), "warm-")
+        _wait_for_jobs(resources, _submit(resources, dispatcher, warm_feed), 600)
+        feed = _feed(workdir / "feed.jsonl", server, range(count), "item-")
         start = time.perf_counter()
-        job = _submit(env, _feed(workdir / "feed.jsonl", server, range(count), "item-"))
+        job = _submit(resources, dispatcher, feed)
         _wait_for_jobs(resources, job, 3600)
         rows.append(
             (f"(b) queue end to end, {concurrency} worker processes", count, time.perf_counter() - start)
@@ -215,6 +221,7 @@ def bench_ingest(cli: CliContext, count: int, broker: str, concurrency: int, bat
         lite.terminate()
         lite.wait(timeout=60)
         server.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     compute_rate = rows[0][1] / rows[0][2]
     signature = pipeline.signature.hash
@@ -226,4 +233,3 @@ def bench_ingest(cli: CliContext, count: int, broker: str, concurrency: int, bat
         click.echo(
             f"| {name:<43} | {items:>5} | {seconds:>7.1f} | {rate:>7.2f} | {rate / compute_rate:>5.2f}x |"
         )
-    click.echo(f"(work dir {workdir})")

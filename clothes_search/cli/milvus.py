@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -42,7 +42,7 @@ def serve(cli: CliContext, host: str | None, port: int | None, data_dir: Path | 
     """Run a Milvus Lite server in the foreground, so that several processes share one store.
 
     Milvus Lite on a file allows one process; API workers and ingestion workers together need
-    this server (or a real Milvus). Stop it with Ctrl-C.
+    this server (or a real Milvus). This process becomes the server; stop it with Ctrl-C or SIGTERM.
     """
     settings = cli.settings.milvus
     host = host or settings.server_host
@@ -52,22 +52,13 @@ def serve(cli: CliContext, host: str | None, port: int | None, data_dir: Path | 
     client_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     click.echo(f"Milvus Lite server on {host}:{port}, data in {data_dir}")
     click.echo(f"Point every process at it with: CLOTHES_SEARCH_MILVUS__URI=http://{client_host}:{port}")
-    command = [str(milvus_lite_executable()), "server", "--data-dir", str(data_dir), "--host", host]
-    process = subprocess.Popen([*command, "--port", str(port)])
-    try:
-        returncode = process.wait()
-    except KeyboardInterrupt:  # the server got the same SIGINT: let it shut down cleanly
-        try:
-            returncode = process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            returncode = process.wait()
-        click.echo("Milvus Lite server stopped")
-        return
-    if returncode != 0:
-        raise click.ClickException(
-            f"milvus-lite server exited with status {returncode} (is port {port} free?)"
-        )
+    executable = str(milvus_lite_executable())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # replace this process: signals (Ctrl-C, SIGTERM from a supervisor) reach the server directly
+    os.execv(
+        executable, [executable, "server", "--data-dir", str(data_dir), "--host", host, "--port", str(port)]
+    )
 
 
 @milvus.command("stats")
