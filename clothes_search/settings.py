@@ -199,6 +199,21 @@ class QueueSettings(BaseModel):
     task_time_limit_s: int = Field(1800, gt=0)
 
 
+class SearchSettings(BaseModel):
+    """``/similar``: result counts, ANN depth and the post-processing options."""
+
+    default_k: int = Field(20, gt=0)
+    max_k: int = Field(100, gt=0)
+    rerank: Literal["none", "k_reciprocal"] = "k_reciprocal"
+    rerank_depth: int = Field(100, gt=0, le=2000, description="Candidates (K') from Milvus per garment.")
+    k1: int = Field(20, gt=0, description="k-reciprocal neighbours (Zhong et al. 2017).")
+    k2: int = Field(6, gt=0, description="Local query expansion size.")
+    lambda_value: float = Field(0.3, ge=0, le=1, description="Weight of the original distance.")
+    query_expansion: bool = Field(False, description="Average query expansion (unhelpful in the paper).")
+    qe_top_n: int = Field(5, gt=0)
+    overfetch: int = Field(4, gt=0, description="Without re-ranking, fetch k x this many crops.")
+
+
 class CategorySettings(BaseModel):
     """The shared category vocabulary and how detector labels map onto it."""
 
@@ -307,6 +322,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
     @field_validator("detectors", "embedders")
     @classmethod

@@ -144,7 +144,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # one blueprint per area, imported here as in Flask's tutorial: they import this module
     from search.items_api import items
+    from search.similar_api import similar
 
     app.register_blueprint(health)
     app.register_blueprint(items)
+    app.register_blueprint(similar)
     return app

@@ -9,6 +9,9 @@ Mapping, most specific first:
 - :class:`~db.filters.InvalidFilterError` -> 400, ``parameter`` names the parameter;
 - :class:`~db.session.DatabaseUnavailableError`, :class:`~db.vectors.VectorStoreUnavailableError`,
   :class:`QueueUnavailableError` -> 503 with ``Retry-After`` (the client may retry the request as is);
+- image errors of a query: refused URL -> 400 (``image_url``), too large -> 413, not an image ->
+  415, fetch failed -> 502, fetch timed out -> 504; no garment in the image -> 422; no live
+  index (or one built with other models) -> 503;
 - other server-side project errors (database, vector store, models) -> 500 with their ``kind``;
 - any other :class:`~clothes_search.errors.ClothesSearchError` -> 400 with its ``kind``;
 - werkzeug :class:`~werkzeug.exceptions.HTTPException` (404, 405, 413...) -> its status, as JSON;
@@ -29,7 +32,16 @@ from clothes_search.errors import ClothesSearchError
 from db.filters import InvalidFilterError
 from db.session import DatabaseError, DatabaseUnavailableError
 from db.vectors import VectorStoreError, VectorStoreUnavailableError
-from ingestion.errors import ModelError
+from ingestion.errors import (
+    ImageDecodeError,
+    ImageFetchError,
+    ImageFetchTimeoutError,
+    ImageNotFoundError,
+    ImageTooLargeError,
+    ModelError,
+    UnsafeURLError,
+)
+from search.similar import IndexNotReadyError, NoGarmentFoundError
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +106,28 @@ def _api_error(exc: ApiError) -> Response:
     return error_response(exc.status, exc.code, exc.message, parameter=exc.parameter, extra=exc.extra)
 
 
+_IMAGE_STATUS: tuple[tuple[type[ClothesSearchError], int, str | None], ...] = (
+    (UnsafeURLError, 400, "image_url"),
+    (ImageNotFoundError, 400, "image_url"),
+    (ImageTooLargeError, 413, None),
+    (ImageDecodeError, 415, None),
+    (ImageFetchTimeoutError, 504, "image_url"),
+    (ImageFetchError, 502, "image_url"),
+)
+
+
 def _project_error(exc: ClothesSearchError) -> Response:
     if isinstance(exc, InvalidFilterError):
         return error_response(400, exc.kind, str(exc), parameter=exc.parameter)
+    for cls, status, parameter in _IMAGE_STATUS:
+        if isinstance(exc, cls):
+            return error_response(status, exc.kind, str(exc), parameter=parameter)
+    if isinstance(exc, NoGarmentFoundError):
+        return error_response(422, exc.kind, str(exc))
+    if isinstance(exc, IndexNotReadyError):
+        response = error_response(503, exc.kind, str(exc))
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
     if isinstance(exc, (*_UNAVAILABLE, QueueUnavailableError)):
         log.warning("answering 503: %s: %s", exc.kind, exc)
         what = {

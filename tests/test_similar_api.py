@@ -1,0 +1,302 @@
+"""``/similar`` over real HTTP, on an index built by real ingestion (POST /items, in-process)."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from http_server import LocalHTTPServer, Response
+from live_server import LiveServer
+from PIL import Image, ImageDraw
+
+from clothes_search.settings import Settings
+from db import migrate
+from search.app import ApiServices, create_app
+
+pytestmark = pytest.mark.slow
+
+COLOURS = [(200, 30, 30), (30, 160, 40), (30, 60, 200), (230, 200, 20), (120, 40, 160), (20, 180, 190)]
+PATTERNS = ["plain", "stripes"]
+MOTIFS = [
+    "none",
+    "dots",
+    "checks",
+    "diagonal",
+    "vertical",
+    "cross",
+]  # one per colour: items differ in texture too
+# two whole-image "detectors" with different categories: every item gets two crops (collapse test)
+MODELS: dict[str, Any] = {
+    "detectors": [
+        {"name": "whole_top", "backend": "whole_image", "options": {"category": "top"}},
+        {"name": "whole_bottom", "backend": "whole_image", "options": {"category": "bottom", "score": 0.5}},
+    ],
+    "embedders": [{"name": "lite0", "backend": "efficientnet_lite", "model": "lite0"}],
+}
+
+
+def garment(
+    colour: tuple[int, int, int], pattern: str, motif: str = "none", size: tuple[int, int] = (240, 300)
+) -> Image.Image:
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    outline = [
+        (0.3, 0.1),
+        (0.7, 0.1),
+        (0.95, 0.35),
+        (0.75, 0.4),
+        (0.75, 0.9),
+        (0.25, 0.9),
+        (0.25, 0.4),
+        (0.05, 0.35),
+    ]
+    draw.polygon([(w * x, h * y) for x, y in outline], fill=colour)
+    if pattern == "stripes":
+        for y in range(int(h * 0.15), int(h * 0.9), 18):
+            draw.rectangle([w * 0.25, y, w * 0.75, y + 6], fill="white")
+    x1, x2, y1, y2 = int(w * 0.3), int(w * 0.7), int(h * 0.2), int(h * 0.85)
+    if motif == "dots":
+        for x in range(x1, x2, 22):
+            for y in range(y1, y2, 22):
+                draw.ellipse([x, y, x + 9, y + 9], fill="black")
+    elif motif == "checks":
+        for x in range(x1, x2, 24):
+            for y in range(y1 + (x // 24 % 2) * 12, y2, 24):
+                draw.rectangle([x, y, x + 11, y + 11], fill=(250, 250, 250))
+    elif motif == "diagonal":
+        for k in range(-300, 300, 20):
+            draw.line([(x1 + k, y1), (x1 + k + 150, y2)], fill="black", width=4)
+    elif motif == "vertical":
+        for x in range(x1, x2, 16):
+            draw.rectangle([x, y1, x + 5, y2], fill="black")
+    elif motif == "cross":
+        draw.line([(x1, y1), (x2, y2)], fill="black", width=12)
+        draw.line([(x2, y1), (x1, y2)], fill="black", width=12)
+    return image
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def street_photo(product: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int]]:
+    """The product, smaller, pasted on a busy background: the query photo and the garment's box."""
+    background = Image.new("RGB", (520, 420), (90, 110, 90))
+    draw = ImageDraw.Draw(background)
+    for x in range(0, 520, 40):
+        draw.line([(x, 0), (x + 120, 420)], fill=(60, 70, 60), width=8)
+    small = product.resize((200, 250))
+    background.paste(small, (150, 90))
+    return background, (150, 90, 350, 340)
+
+
+SKUS = [f"{pattern}-{i}" for pattern in PATTERNS for i in range(len(COLOURS))]
+
+
+@pytest.fixture(scope="module")
+def catalog(
+    tmp_path_factory, models_dir
+) -> Iterator[tuple[LiveServer, LocalHTTPServer, dict[str, Image.Image]]]:
+    root = tmp_path_factory.mktemp("similar")
+    settings = Settings.load(
+        models_dir=models_dir,
+        database={"url": f"sqlite:///{root / 'catalog.db'}"},
+        milvus={"uri": str(root / "m.db"), "index_type": "FLAT"},
+        fetch={
+            "allowed_networks": ["127.0.0.1/32"],
+            "max_bytes": 300_000,
+            "read_timeout_s": 1,
+            "total_timeout_s": 2,
+        },
+        **MODELS,
+    )
+    migrate.upgrade(settings.database)
+    products = {f"{p}-{i}": garment(c, p, MOTIFS[i]) for p in PATTERNS for i, c in enumerate(COLOURS)}
+    with LocalHTTPServer() as images:
+        rows = []
+        for n, (sku, image) in enumerate(products.items()):
+            url = images.add(f"/catalog/{sku}.jpg", Response(jpeg(image), content_type="image/jpeg"))
+            rows.append(
+                {
+                    "sku": sku,
+                    "image_url": url,
+                    "category": "top" if n % 2 else "dress",
+                    "brand": "acme" if n < 6 else "zed",
+                    "price": 10 + 10 * n,
+                    "currency": "EUR",
+                    "in_stock": n % 3 != 0,
+                    "attributes": {"fit": "slim" if n % 4 == 0 else "loose"},
+                }
+            )
+        api = LiveServer(create_app(settings)).start()
+        reply = api.call("POST", "/items", json=rows)
+        assert reply.status == 202, reply.body
+        deadline = time.monotonic() + 120
+        while not (job := api.call("GET", reply.header("Location")).json)["finished"]:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        assert job["done"] == len(rows), job
+        yield api, images, products
+        api.stop()
+        ApiServices.of(api.app).close()
+
+
+def similar(api: LiveServer, **params: Any) -> Any:
+    return api.call("GET", "/similar?" + urlencode(params, doseq=True))
+
+
+def skus_of(body: dict[str, Any], garment_index: int = 0) -> list[str]:
+    return [r["sku"] for r in body["garments"][garment_index]["results"]]
+
+
+@pytest.mark.parametrize("rerank", ["none", "k_reciprocal"])
+def test_a_street_photo_of_a_catalog_garment_finds_it_first(catalog, rerank):
+    api, images, products = catalog
+    for sku in ("plain-2", "stripes-4"):
+        photo, box = street_photo(products[sku])
+        url = images.add(f"/query/{sku}-{rerank}.jpg", Response(jpeg(photo), content_type="image/jpeg"))
+        reply = similar(api, image_url=url, garment=",".join(map(str, box)), rerank=rerank, k=5)
+        assert reply.status == 200, reply.body
+        body = reply.json
+        assert skus_of(body)[0] == sku, body
+        assert set(body["timings_ms"]) >= {"fetch", "embed", "ann", "db"}
+        assert "Server-Timing" in reply.headers
+
+
+def test_several_crops_of_one_item_collapse_into_one_result(catalog):
+    api, images, products = catalog
+    url = images.add("/query/collapse.jpg", Response(jpeg(products["plain-0"]), content_type="image/jpeg"))
+    body = similar(api, image_url=url, k=12, rerank="none").json
+    assert len(body["garments"]) == 2  # the two whole-image "detectors"
+    for index in (0, 1):
+        results = skus_of(body, index)
+        assert len(results) == len(set(results)) == 12  # 24 crops, 12 items
+        assert results[0] == "plain-0"
+        first = body["garments"][index]["results"][0]
+        assert first["item"]["sku"] == "plain-0" and first["crop"]["category"] in ("top", "bottom")
+
+
+def test_upload_as_multipart_and_as_raw_body(catalog):
+    api, _, products = catalog
+    data = jpeg(products["stripes-1"])
+    boundary = "xxBOUNDARYxx"
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    for body, head in ((multipart, headers), (data, {"Content-Type": "image/jpeg"})):
+        reply = api.call("POST", "/similar?k=3&garment=largest", data=body, headers=head)
+        assert reply.status == 200, reply.body
+        assert len(reply.json["garments"]) == 1
+        assert skus_of(reply.json)[0] == "stripes-1"
+
+
+def test_every_filter_is_honoured(catalog):
+    api, images, products = catalog
+    url = images.add("/query/filters.jpg", Response(jpeg(products["plain-1"]), content_type="image/jpeg"))
+    n = {sku: i for i, sku in enumerate(SKUS)}
+
+    def found(**filters: Any) -> set[str]:
+        reply = similar(api, image_url=url, k=100, garment="largest", **filters)
+        assert reply.status == 200, reply.body
+        return set(skus_of(reply.json))
+
+    assert found() == set(SKUS)
+    assert found(brand="zed") == {s for s in SKUS if n[s] >= 6}
+    assert found(category="dress") == {s for s in SKUS if n[s] % 2 == 0}
+    assert found(category=["dress", "top"]) == set(SKUS)
+    assert found(price_min=50, price_max=80) == {s for s in SKUS if 50 <= 10 + 10 * n[s] <= 80}
+    assert found(in_stock="false") == {s for s in SKUS if n[s] % 3 == 0}
+    assert found(**{"attr.fit": "slim"}) == {s for s in SKUS if n[s] % 4 == 0}
+    assert found(brand="acme", in_stock="true", price_max=40) == {
+        s for s in SKUS if n[s] < 6 and n[s] % 3 and n[s] < 4
+    }
+    assert found(brand='acme" or brand != "') == set()  # text never changes the expression
+
+
+def test_query_expansion_can_be_switched_on(catalog):
+    api, images, products = catalog
+    url = images.add("/query/qe.jpg", Response(jpeg(products["plain-5"]), content_type="image/jpeg"))
+    reply = similar(api, image_url=url, k=3, garment="largest", qe="on", rerank="none")
+    assert reply.status == 200 and skus_of(reply.json)[0] == "plain-5"
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"k": "0"}, "k"),
+        ({"k": "101"}, "k"),
+        ({"k": "x"}, "k"),
+        ({"rerank": "magic"}, "rerank"),
+        ({"garment": "1,2,3"}, "garment"),
+        ({"garment": "5,5,1,1"}, "garment"),
+        ({"price_min": "cheap"}, "price_min"),
+        ({"in_stock": "maybe"}, "in_stock"),
+        ({"colour": "red"}, "colour"),
+        ({"attr.bad name": "x"}, "attributes"),
+        ({}, "image_url"),
+    ],
+)
+def test_invalid_parameters_answer_400_naming_them(catalog, params, parameter):
+    api, images, products = catalog
+    url = images.add("/query/any.jpg", Response(jpeg(products["plain-0"]), content_type="image/jpeg"))
+    query = {"image_url": url, **params} if parameter != "image_url" else params
+    reply = similar(api, **query)
+    assert reply.status == 400, reply.body
+    assert reply.json["error"]["parameter"] == parameter, reply.json
+
+
+def test_image_errors_map_to_their_status(catalog):
+    api, images, _ = catalog
+    html = images.add("/bad/page.jpg", Response(b"<html>no</html>", content_type="image/jpeg"))
+    huge = images.add("/bad/huge.jpg", Response(b"\xff\xd8\xff" + b"0" * 400_000, content_type="image/jpeg"))
+    slow = images.add("/bad/slow.jpg", Response(jpeg(Image.new("RGB", (50, 50))), chunk_size=50, delay_s=0.5))
+    cases = [
+        (html, 415, "decode_error"),
+        (huge, 413, "too_large"),
+        (images.url("/bad/missing.jpg"), 502, "fetch_error"),
+        (slow, 504, "fetch_timeout"),
+        ("file:///etc/passwd", 400, "unsafe_url"),
+        ("http://169.254.169.254/latest/meta-data/", 400, "unsafe_url"),
+        ("http://10.0.0.1/x.jpg", 400, "unsafe_url"),
+    ]
+    for url, status, code in cases:
+        reply = similar(api, image_url=url)
+        assert (reply.status, reply.json["error"]["code"]) == (status, code), (url, reply.body)
+    outside = similar(api, image_url=images.url("/catalog/plain-0.jpg"), garment="1000,1000,1200,1200")
+    assert (outside.status, outside.json["error"]["code"]) == (422, "no_garment")
+    empty = api.call("POST", "/similar", data=b"", headers={"Content-Type": "image/jpeg"})
+    assert empty.status == 400
+
+
+def test_loopback_is_refused_by_default_and_no_index_is_503(tmp_path, models_dir):
+    settings = Settings.load(
+        models_dir=models_dir,
+        database={"url": f"sqlite:///{tmp_path / 'c.db'}"},
+        milvus={"uri": str(tmp_path / "m.db"), "index_type": "FLAT"},
+        **MODELS,
+    )
+    migrate.upgrade(settings.database)
+    api = LiveServer(create_app(settings)).start()
+    try:
+        refused = similar(api, image_url=f"http://127.0.0.1:{api.port}/healthz")
+        assert (refused.status, refused.json["error"]["code"]) == (400, "unsafe_url")
+        upload = api.call(
+            "POST", "/similar", data=jpeg(garment((1, 2, 3), "plain")), headers={"Content-Type": "image/jpeg"}
+        )
+        assert (upload.status, upload.json["error"]["code"]) == (503, "index_not_ready")
+    finally:
+        api.stop()
+        ApiServices.of(api.app).close()
