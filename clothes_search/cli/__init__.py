@@ -17,6 +17,7 @@ from clothes_search.cli.index import index
 from clothes_search.cli.ingest import ingest, worker
 from clothes_search.cli.milvus import milvus
 from clothes_search.cli.models import models
+from clothes_search.cli.serve import serve
 
 
 @click.group()
@@ -44,5 +45,6 @@ main.add_command(index)
 main.add_command(milvus)
 main.add_command(ingest)
 main.add_command(worker)
+main.add_command(serve)
 bench.add_command(bench_milvus)
 bench.add_command(bench_ingest)

@@ -1,0 +1,481 @@
+"""The API's OpenAPI 3.0.3 document, written by hand to match the views (served at ``/openapi.json``).
+
+Keep it in step with :mod:`search.items_api`, :mod:`search.similar_api` and :mod:`search.ops_api`:
+``tests/test_ops_api.py`` checks that it is valid and lists every route of the app. The limits of
+``k`` come from the server's search settings.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from clothes_search.settings import SearchSettings
+from search.app import MAX_CONTENT_LENGTH
+from search.items_api import MAX_ROWS
+
+OPENAPI_VERSION = "3.0.3"
+JSON = "application/json"
+_REF = "#/components/"
+
+_DESCRIPTION = f"""Visual search for fashion catalogs.
+
+Every error answer has the JSON body `ErrorBody`: `{{"error": {{"code", "message", "parameter"}}}}`.
+A path answers **405** (with an `Allow` header) to a method it does not list (HEAD and OPTIONS are
+answered for every GET path), an unknown path answers **404**, and a request body over
+{MAX_CONTENT_LENGTH // (1024 * 1024)} MiB answers **413**, all with that body. **503** answers carry
+`Retry-After`: retry the request as is."""
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"{_REF}{kind}/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): _ref("responses", f"E{status}") for status in statuses}
+
+
+def _string(max_length: int | None = None, **extra: Any) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", **extra}
+    if max_length is not None:
+        schema["maxLength"] = max_length
+    return schema
+
+
+_NULLABLE_STRING = {"type": "string", "nullable": True}
+_ATTRIBUTE_VALUE = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
+_BOX = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}
+
+_SCHEMAS: dict[str, Any] = {
+    "ErrorBody": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "parameter"],
+                "properties": {
+                    "code": {"type": "string", "description": "Machine-readable, e.g. `invalid_parameter`."},
+                    "message": {"type": "string"},
+                    "parameter": {**_NULLABLE_STRING, "description": "The offending input, if any."},
+                },
+            }
+        },
+    },
+    "RowError": {
+        "type": "object",
+        "required": ["line", "sku", "reason"],
+        "properties": {
+            "line": {"type": "integer", "minimum": 1, "description": "1-based position in the request."},
+            "sku": _NULLABLE_STRING,
+            "reason": {"type": "string", "description": "`field: why`."},
+        },
+    },
+    "RowsRejected": {
+        "allOf": [
+            _ref("schemas", "ErrorBody"),
+            {
+                "type": "object",
+                "required": ["errors"],
+                "properties": {"errors": {"type": "array", "items": _ref("schemas", "RowError")}},
+            },
+        ]
+    },
+    "CatalogRow": {
+        "type": "object",
+        "description": "A catalog item. Keys other than the listed fields become free attributes "
+        "(`[A-Za-z_][A-Za-z0-9_]{0,63}`); `null` or blank values mean 'not given'. `image_path` and "
+        "`file://` URLs are refused by the API.",
+        "required": ["sku", "image_url"],
+        "properties": {
+            "sku": {"oneOf": [_string(128, minLength=1), {"type": "integer"}]},
+            "image_url": _string(2048, format="uri", description="An http(s) URL."),
+            "title": _string(512),
+            "category": _string(64),
+            "brand": _string(128),
+            "price": {
+                "oneOf": [
+                    {"type": "number", "minimum": 0, "maximum": 9999999999.99},
+                    _string(pattern=r"^[0-9]+(\.[0-9]{1,2})?$"),
+                ],
+                "description": "At most 2 decimals; `currency` is required with a price.",
+            },
+            "currency": _string(pattern="^[A-Za-z]{3}$", description="ISO 4217, e.g. `EUR`."),
+            "color": _string(64),
+            "sizes": {
+                "oneOf": [{"type": "array", "items": _string(32), "maxItems": 100}, _string()],
+                "description": "A list, or a `|`-separated string.",
+            },
+            "in_stock": {"oneOf": [{"type": "boolean"}, _string(), {"type": "integer"}], "default": True},
+            "attributes": {"type": "object", "additionalProperties": _ATTRIBUTE_VALUE, "maxProperties": 50},
+        },
+        "additionalProperties": True,
+    },
+    "SubmissionAccepted": {
+        "type": "object",
+        "required": ["job_id", "queued", "metadata_updated", "unchanged", "errors"],
+        "properties": {
+            "job_id": {"type": "integer", "nullable": True, "description": "null: nothing to embed."},
+            "queued": {"type": "integer", "minimum": 0},
+            "metadata_updated": {"type": "integer", "minimum": 0},
+            "unchanged": {"type": "integer", "minimum": 0},
+            "errors": {"type": "array", "items": _ref("schemas", "RowError")},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["job_id", "total", "done", "failed", "embedded", "unchanged", "remaining"]
+        + ["finished", "failures"],
+        "properties": {
+            **{
+                name: {"type": "integer", "minimum": 0}
+                for name in ("job_id", "total", "done", "failed", "embedded", "unchanged", "remaining")
+            },
+            "finished": {"type": "boolean"},
+            "failures": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["sku", "reason"],
+                    "properties": {"sku": {"type": "string"}, "reason": {"type": "string"}},
+                },
+            },
+        },
+    },
+    "Item": {
+        "type": "object",
+        "required": ["sku", "title", "category", "brand", "price", "currency", "color", "sizes"]
+        + ["in_stock", "attributes", "image_url", "status", "last_error", "attempts", "last_job_id"]
+        + ["indexed_at", "updated_at"],
+        "properties": {
+            "sku": {"type": "string"},
+            "title": {"type": "string"},
+            "category": {"type": "string"},
+            "brand": {"type": "string"},
+            "price": {**_NULLABLE_STRING, "pattern": r"^[0-9]+\.[0-9]{2}$", "description": "Exact decimal."},
+            "currency": _NULLABLE_STRING,
+            "color": _NULLABLE_STRING,
+            "sizes": {"type": "array", "items": {"type": "string"}},
+            "in_stock": {"type": "boolean"},
+            "attributes": {"type": "object", "additionalProperties": _ATTRIBUTE_VALUE},
+            "image_url": _NULLABLE_STRING,
+            "status": {"type": "string", "enum": ["pending", "processing", "indexed", "failed"]},
+            "last_error": _NULLABLE_STRING,
+            "attempts": {"type": "integer", "minimum": 0},
+            "last_job_id": {"type": "integer", "nullable": True},
+            "indexed_at": {**_NULLABLE_STRING, "format": "date-time"},
+            "updated_at": {**_NULLABLE_STRING, "format": "date-time"},
+        },
+    },
+    "SimilarResult": {
+        "type": "object",
+        "required": ["rank", "sku", "score", "crop", "item"],
+        "properties": {
+            "rank": {"type": "integer", "minimum": 1},
+            "sku": {"type": "string"},
+            "score": {"type": "number", "description": "Higher is more similar."},
+            "crop": {
+                "type": "object",
+                "required": ["box", "category"],
+                "properties": {"box": _BOX, "category": {"type": "string"}},
+            },
+            "item": _ref("schemas", "Item"),
+        },
+    },
+    "SimilarAnswer": {
+        "type": "object",
+        "required": ["signature", "timings_ms", "garments"],
+        "properties": {
+            "signature": {"type": "string", "description": "The models' signature hash."},
+            "timings_ms": {
+                "type": "object",
+                "additionalProperties": {"type": "number"},
+                "description": "Per stage: fetch or decode, detect, embed, ann, rerank, db.",
+            },
+            "garments": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["box", "category", "score", "detectors", "results"],
+                    "properties": {
+                        "box": _BOX,
+                        "category": {"type": "string"},
+                        "score": {"type": "number"},
+                        "detectors": {"type": "array", "items": {"type": "string"}},
+                        "results": {"type": "array", "items": _ref("schemas", "SimilarResult")},
+                    },
+                },
+            },
+        },
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "not_ready"]},
+            "checks": {
+                "type": "object",
+                "required": ["database", "vector_store", "models", "index"],
+                "properties": {
+                    "database": {"type": "string", "description": "`ok` or `failed: <kind>`."},
+                    "vector_store": {"type": "string", "description": "`ok` or `failed: <kind>`."},
+                    "models": {"type": "string", "description": "`ok` or `failed: <kind>`."},
+                    "index": {
+                        "type": "string",
+                        "description": "The live collection, `none`, `unknown` (database down) or "
+                        "`failed: <kind>`.",
+                    },
+                },
+            },
+            "failing": {"type": "array", "items": {"type": "string"}, "description": "Only when 503."},
+        },
+    },
+}
+
+_ERROR_RESPONSES = {
+    400: "Invalid request: `parameter` names the input.",
+    404: "Not found.",
+    413: "Too large: the request body, the number of rows or the image.",
+    415: "Unsupported media type: not JSON (items) or not a decodable image (similar).",
+    422: "Well-formed but unusable: no garment found in the image.",
+    500: "Internal error (logged with its traceback; no details are given).",
+    502: "The image could not be fetched from `image_url`.",
+    503: "A backend (database, vector store, queue) is unavailable, or there is no live index "
+    "built with this server's models: retry later.",
+    504: "Fetching `image_url` timed out.",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+
+
+def _responses() -> dict[str, Any]:
+    responses = {
+        f"E{status}": _json(_ref("schemas", "ErrorBody"), description)
+        for status, description in _ERROR_RESPONSES.items()
+    }
+    responses["E503"]["headers"] = _RETRY_AFTER
+    return responses
+
+
+def _similar_parameters(search: SearchSettings) -> list[dict[str, Any]]:
+    def query(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+        return {"name": name, "in": "query", "schema": schema, "description": description, **extra}
+
+    def repeated(name: str) -> dict[str, Any]:
+        schema = {"type": "array", "items": {"type": "string"}}
+        return query(name, schema, f"Keep items of any of these {name} values.", style="form", explode=True)
+
+    return [
+        query(
+            "k",
+            {"type": "integer", "minimum": 1, "maximum": search.max_k, "default": search.default_k},
+            "Results per garment.",
+        ),
+        repeated("category"),
+        repeated("brand"),
+        query("price_min", {"type": "number"}, "Lowest price (items without a price never match)."),
+        query("price_max", {"type": "number"}, "Highest price."),
+        query("in_stock", {"type": "boolean"}, "Stock filter; also accepts 1/0, yes/no, on/off."),
+        query(
+            "garment",
+            {"type": "string", "default": "all"},
+            "`all` (every detected garment), `largest`, or a box `x1,y1,x2,y2` in pixels (x1 < x2, y1 < y2).",
+        ),
+        query(
+            "rerank",
+            {"type": "string", "enum": ["none", "k_reciprocal"], "default": search.rerank},
+            "Re-ranking of the candidates.",
+        ),
+        query(
+            "qe",
+            {"type": "boolean", "default": search.query_expansion},
+            "Average query expansion; also accepts 1/0, yes/no, on/off.",
+        ),
+    ]
+
+
+_SIMILAR_DESCRIPTION = (
+    "Attribute filters are free-form query parameters `attr.<name>=<value>` (e.g. `attr.fit=slim`), "
+    "not listed here. Any other unknown parameter answers 400."
+)
+_SIMILAR_OK = _json(
+    _ref("schemas", "SimilarAnswer"),
+    "Per garment of the query image, its best catalog matches.",
+    headers={"Server-Timing": {"description": "The stage timings.", "schema": {"type": "string"}}},
+)
+_SKU = {
+    "name": "sku",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+    "description": "The item's sku (it may contain `/`).",
+}
+
+
+def _paths(search: SearchSettings) -> dict[str, Any]:
+    similar_parameters = _similar_parameters(search)
+    image_url = {
+        "name": "image_url",
+        "in": "query",
+        "required": True,
+        "schema": {"type": "string", "format": "uri"},
+        "description": "The query image: an http(s) URL the server may fetch.",
+    }
+    binary = {"type": "string", "format": "binary"}
+    return {
+        "/similar": {
+            "get": {
+                "operationId": "similarByUrl",
+                "summary": "Catalog items similar to the garments of an image at a URL.",
+                "description": _SIMILAR_DESCRIPTION,
+                "parameters": [image_url, *similar_parameters],
+                "responses": {"200": _SIMILAR_OK, **_errors(400, 413, 415, 422, 500, 502, 503, 504)},
+            },
+            "post": {
+                "operationId": "similarByUpload",
+                "summary": "Catalog items similar to the garments of an uploaded image.",
+                "description": _SIMILAR_DESCRIPTION
+                + " The image is the multipart field `image` or the raw request body.",
+                "parameters": similar_parameters,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {"type": "object", "required": ["image"], "properties": {"image": binary}}
+                        },
+                        "image/*": {"schema": binary},
+                        "application/octet-stream": {"schema": binary},
+                    },
+                },
+                "responses": {"200": _SIMILAR_OK, **_errors(400, 413, 415, 422, 500, 503)},
+            },
+        },
+        "/items": {
+            "post": {
+                "operationId": "submitItems",
+                "summary": "Submit catalog rows for ingestion.",
+                "description": f"One row or an array of at most {MAX_ROWS}. Bad rows are reported in "
+                "`errors`, the others go on.",
+                "parameters": [
+                    {
+                        "name": "X-Client-Id",
+                        "in": "header",
+                        "schema": _string(128),
+                        "description": "Recorded as the job's creator (default: the client address).",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "oneOf": [
+                                    _ref("schemas", "CatalogRow"),
+                                    {
+                                        "type": "array",
+                                        "items": _ref("schemas", "CatalogRow"),
+                                        "minItems": 1,
+                                        "maxItems": MAX_ROWS,
+                                    },
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(
+                        _ref("schemas", "SubmissionAccepted"),
+                        "Accepted; the job processes the rows that need the models.",
+                        headers={
+                            "Location": {"description": "`/jobs/<job_id>`", "schema": {"type": "string"}}
+                        },
+                    ),
+                    **_errors(400, 413, 415),
+                    "422": _json(_ref("schemas", "RowsRejected"), "Every row is invalid."),
+                    **_errors(500, 503),
+                },
+            }
+        },
+        "/jobs/{job_id}": {
+            "get": {
+                "operationId": "getJob",
+                "summary": "An ingestion job's progress and failures.",
+                "parameters": [
+                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+                ],
+                "responses": {"200": _json(_ref("schemas", "Job"), "The job."), **_errors(404, 500, 503)},
+            }
+        },
+        "/items/{sku}": {
+            "get": {
+                "operationId": "getItem",
+                "summary": "One item's metadata and ingestion status.",
+                "parameters": [_SKU],
+                "responses": {"200": _json(_ref("schemas", "Item"), "The item."), **_errors(404, 500, 503)},
+            },
+            "delete": {
+                "operationId": "deleteItem",
+                "summary": "Delete an item, its crops and its vectors.",
+                "parameters": [_SKU],
+                "responses": {"204": {"description": "Deleted."}, **_errors(404, 500, 503)},
+            },
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness: the process answers (checks no backend).",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+                        "Alive.",
+                    )
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: database, vector store and models answer (the first call loads the models).",
+                "responses": {
+                    "200": _json(_ref("schemas", "Readiness"), "Ready."),
+                    "503": _json(_ref("schemas", "Readiness"), "Not ready: `failing` names the checks.")
+                    | {"headers": _RETRY_AFTER},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (OpenMetrics when the Accept header asks for it).",
+                "responses": {
+                    "200": {
+                        "description": "The metrics in the Prometheus text format.",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document.",
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+            }
+        },
+    }
+
+
+def openapi_document(search: SearchSettings) -> dict[str, Any]:
+    """The OpenAPI 3.0.3 document of the API served with these search settings."""
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "clothes-search", "version": "0.1.0", "description": _DESCRIPTION},
+        "paths": _paths(search),
+        "components": {"schemas": copy.deepcopy(_SCHEMAS), "responses": _responses()},
+    }
