@@ -144,9 +144,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # one blueprint per area, imported here as in Flask's tutorial: they import this module
     from search.items_api import items
+    from search.metrics import init_metrics
+    from search.ops_api import ops
     from search.similar_api import similar
 
+    init_metrics(app)
     app.register_blueprint(health)
     app.register_blueprint(items)
     app.register_blueprint(similar)
+    app.register_blueprint(ops)
     return app

@@ -46,194 +46,142 @@ def _string(max_length: int | None = None, **extra: Any) -> dict[str, Any]:
     return schema
 
 
+def _object(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _all_required(**properties: Any) -> dict[str, Any]:
+    return _object(list(properties), **properties)
+
+
 _NULLABLE_STRING = {"type": "string", "nullable": True}
+_INTEGER = {"type": "integer", "minimum": 0}
 _ATTRIBUTE_VALUE = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
 _BOX = {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4}
 
+_STRING = {"type": "string"}
+_STRINGS = {"type": "array", "items": _STRING}
+_CHECK = {**_STRING, "description": "`ok` or `failed: <kind>`."}
+
 _SCHEMAS: dict[str, Any] = {
-    "ErrorBody": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "parameter"],
-                "properties": {
-                    "code": {"type": "string", "description": "Machine-readable, e.g. `invalid_parameter`."},
-                    "message": {"type": "string"},
-                    "parameter": {**_NULLABLE_STRING, "description": "The offending input, if any."},
-                },
-            }
-        },
-    },
-    "RowError": {
-        "type": "object",
-        "required": ["line", "sku", "reason"],
-        "properties": {
-            "line": {"type": "integer", "minimum": 1, "description": "1-based position in the request."},
-            "sku": _NULLABLE_STRING,
-            "reason": {"type": "string", "description": "`field: why`."},
-        },
-    },
+    "ErrorBody": _all_required(
+        error=_all_required(
+            code={**_STRING, "description": "Machine-readable, e.g. `invalid_parameter`."},
+            message=_STRING,
+            parameter={**_NULLABLE_STRING, "description": "The offending input, if any."},
+        )
+    ),
+    "RowError": _all_required(
+        line={"type": "integer", "minimum": 1, "description": "1-based position in the request."},
+        sku=_NULLABLE_STRING,
+        reason={**_STRING, "description": "`field: why`."},
+    ),
     "RowsRejected": {
         "allOf": [
             _ref("schemas", "ErrorBody"),
-            {
-                "type": "object",
-                "required": ["errors"],
-                "properties": {"errors": {"type": "array", "items": _ref("schemas", "RowError")}},
-            },
+            _all_required(errors={"type": "array", "items": _ref("schemas", "RowError")}),
         ]
     },
     "CatalogRow": {
-        "type": "object",
-        "description": "A catalog item. Keys other than the listed fields become free attributes "
-        "(`[A-Za-z_][A-Za-z0-9_]{0,63}`); `null` or blank values mean 'not given'. `image_path` and "
-        "`file://` URLs are refused by the API.",
-        "required": ["sku", "image_url"],
-        "properties": {
-            "sku": {"oneOf": [_string(128, minLength=1), {"type": "integer"}]},
-            "image_url": _string(2048, format="uri", description="An http(s) URL."),
-            "title": _string(512),
-            "category": _string(64),
-            "brand": _string(128),
-            "price": {
+        **_object(
+            ["sku", "image_url"],
+            sku={"oneOf": [_string(128, minLength=1), {"type": "integer"}]},
+            image_url=_string(2048, format="uri", description="An http(s) URL."),
+            title=_string(512),
+            category=_string(64),
+            brand=_string(128),
+            price={
                 "oneOf": [
                     {"type": "number", "minimum": 0, "maximum": 9999999999.99},
                     _string(pattern=r"^[0-9]+(\.[0-9]{1,2})?$"),
                 ],
                 "description": "At most 2 decimals; `currency` is required with a price.",
             },
-            "currency": _string(pattern="^[A-Za-z]{3}$", description="ISO 4217, e.g. `EUR`."),
-            "color": _string(64),
-            "sizes": {
-                "oneOf": [{"type": "array", "items": _string(32), "maxItems": 100}, _string()],
+            currency=_string(pattern="^[A-Za-z]{3}$", description="ISO 4217, e.g. `EUR`."),
+            color=_string(64),
+            sizes={
+                "oneOf": [{"type": "array", "items": _string(32), "maxItems": 100}, _STRING],
                 "description": "A list, or a `|`-separated string.",
             },
-            "in_stock": {"oneOf": [{"type": "boolean"}, _string(), {"type": "integer"}], "default": True},
-            "attributes": {"type": "object", "additionalProperties": _ATTRIBUTE_VALUE, "maxProperties": 50},
-        },
+            in_stock={"oneOf": [{"type": "boolean"}, _STRING, {"type": "integer"}], "default": True},
+            attributes={"type": "object", "additionalProperties": _ATTRIBUTE_VALUE, "maxProperties": 50},
+        ),
+        "description": "A catalog item. Keys other than the listed fields become free attributes "
+        "(`[A-Za-z_][A-Za-z0-9_]{0,63}`); `null` or blank values mean 'not given'. `image_path` and "
+        "`file://` URLs are refused by the API.",
         "additionalProperties": True,
     },
-    "SubmissionAccepted": {
-        "type": "object",
-        "required": ["job_id", "queued", "metadata_updated", "unchanged", "errors"],
-        "properties": {
-            "job_id": {"type": "integer", "nullable": True, "description": "null: nothing to embed."},
-            "queued": {"type": "integer", "minimum": 0},
-            "metadata_updated": {"type": "integer", "minimum": 0},
-            "unchanged": {"type": "integer", "minimum": 0},
-            "errors": {"type": "array", "items": _ref("schemas", "RowError")},
+    "SubmissionAccepted": _all_required(
+        job_id={"type": "integer", "nullable": True, "description": "null: nothing to embed."},
+        queued=_INTEGER,
+        metadata_updated=_INTEGER,
+        unchanged=_INTEGER,
+        errors={"type": "array", "items": _ref("schemas", "RowError")},
+    ),
+    "Job": _all_required(
+        **dict.fromkeys(["job_id", "total", "done", "failed", "embedded", "unchanged"], _INTEGER),
+        remaining=_INTEGER,
+        finished={"type": "boolean"},
+        failures={"type": "array", "items": _all_required(sku=_STRING, reason=_STRING)},
+    ),
+    "Item": _all_required(
+        sku=_STRING,
+        title=_STRING,
+        category=_STRING,
+        brand=_STRING,
+        price={**_NULLABLE_STRING, "pattern": r"^[0-9]+\.[0-9]{2}$", "description": "Exact decimal."},
+        currency=_NULLABLE_STRING,
+        color=_NULLABLE_STRING,
+        sizes=_STRINGS,
+        in_stock={"type": "boolean"},
+        attributes={"type": "object", "additionalProperties": _ATTRIBUTE_VALUE},
+        image_url=_NULLABLE_STRING,
+        status={"type": "string", "enum": ["pending", "processing", "indexed", "failed"]},
+        last_error=_NULLABLE_STRING,
+        attempts=_INTEGER,
+        last_job_id={"type": "integer", "nullable": True},
+        indexed_at={**_NULLABLE_STRING, "format": "date-time"},
+        updated_at={**_NULLABLE_STRING, "format": "date-time"},
+    ),
+    "SimilarResult": _all_required(
+        rank={"type": "integer", "minimum": 1},
+        sku=_STRING,
+        score={"type": "number", "description": "Higher is more similar."},
+        crop=_all_required(box=_BOX, category=_STRING),
+        item=_ref("schemas", "Item"),
+    ),
+    "SimilarAnswer": _all_required(
+        signature={**_STRING, "description": "The models' signature hash."},
+        timings_ms={
+            "type": "object",
+            "additionalProperties": {"type": "number"},
+            "description": "Per stage: fetch or decode, detect, embed, ann, rerank, db.",
         },
-    },
-    "Job": {
-        "type": "object",
-        "required": ["job_id", "total", "done", "failed", "embedded", "unchanged", "remaining"]
-        + ["finished", "failures"],
-        "properties": {
-            **{
-                name: {"type": "integer", "minimum": 0}
-                for name in ("job_id", "total", "done", "failed", "embedded", "unchanged", "remaining")
-            },
-            "finished": {"type": "boolean"},
-            "failures": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["sku", "reason"],
-                    "properties": {"sku": {"type": "string"}, "reason": {"type": "string"}},
-                },
-            },
+        garments={
+            "type": "array",
+            "items": _all_required(
+                box=_BOX,
+                category=_STRING,
+                score={"type": "number"},
+                detectors=_STRINGS,
+                results={"type": "array", "items": _ref("schemas", "SimilarResult")},
+            ),
         },
-    },
-    "Item": {
-        "type": "object",
-        "required": ["sku", "title", "category", "brand", "price", "currency", "color", "sizes"]
-        + ["in_stock", "attributes", "image_url", "status", "last_error", "attempts", "last_job_id"]
-        + ["indexed_at", "updated_at"],
-        "properties": {
-            "sku": {"type": "string"},
-            "title": {"type": "string"},
-            "category": {"type": "string"},
-            "brand": {"type": "string"},
-            "price": {**_NULLABLE_STRING, "pattern": r"^[0-9]+\.[0-9]{2}$", "description": "Exact decimal."},
-            "currency": _NULLABLE_STRING,
-            "color": _NULLABLE_STRING,
-            "sizes": {"type": "array", "items": {"type": "string"}},
-            "in_stock": {"type": "boolean"},
-            "attributes": {"type": "object", "additionalProperties": _ATTRIBUTE_VALUE},
-            "image_url": _NULLABLE_STRING,
-            "status": {"type": "string", "enum": ["pending", "processing", "indexed", "failed"]},
-            "last_error": _NULLABLE_STRING,
-            "attempts": {"type": "integer", "minimum": 0},
-            "last_job_id": {"type": "integer", "nullable": True},
-            "indexed_at": {**_NULLABLE_STRING, "format": "date-time"},
-            "updated_at": {**_NULLABLE_STRING, "format": "date-time"},
-        },
-    },
-    "SimilarResult": {
-        "type": "object",
-        "required": ["rank", "sku", "score", "crop", "item"],
-        "properties": {
-            "rank": {"type": "integer", "minimum": 1},
-            "sku": {"type": "string"},
-            "score": {"type": "number", "description": "Higher is more similar."},
-            "crop": {
-                "type": "object",
-                "required": ["box", "category"],
-                "properties": {"box": _BOX, "category": {"type": "string"}},
+    ),
+    "Readiness": _object(
+        ["status", "checks"],
+        status={"type": "string", "enum": ["ready", "not_ready"]},
+        checks=_all_required(
+            database=_CHECK,
+            vector_store=_CHECK,
+            models=_CHECK,
+            index={
+                **_STRING,
+                "description": "The live collection, `none`, `unknown` (database down) or `failed: <why>`.",
             },
-            "item": _ref("schemas", "Item"),
-        },
-    },
-    "SimilarAnswer": {
-        "type": "object",
-        "required": ["signature", "timings_ms", "garments"],
-        "properties": {
-            "signature": {"type": "string", "description": "The models' signature hash."},
-            "timings_ms": {
-                "type": "object",
-                "additionalProperties": {"type": "number"},
-                "description": "Per stage: fetch or decode, detect, embed, ann, rerank, db.",
-            },
-            "garments": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["box", "category", "score", "detectors", "results"],
-                    "properties": {
-                        "box": _BOX,
-                        "category": {"type": "string"},
-                        "score": {"type": "number"},
-                        "detectors": {"type": "array", "items": {"type": "string"}},
-                        "results": {"type": "array", "items": _ref("schemas", "SimilarResult")},
-                    },
-                },
-            },
-        },
-    },
-    "Readiness": {
-        "type": "object",
-        "required": ["status", "checks"],
-        "properties": {
-            "status": {"type": "string", "enum": ["ready", "not_ready"]},
-            "checks": {
-                "type": "object",
-                "required": ["database", "vector_store", "models", "index"],
-                "properties": {
-                    "database": {"type": "string", "description": "`ok` or `failed: <kind>`."},
-                    "vector_store": {"type": "string", "description": "`ok` or `failed: <kind>`."},
-                    "models": {"type": "string", "description": "`ok` or `failed: <kind>`."},
-                    "index": {
-                        "type": "string",
-                        "description": "The live collection, `none`, `unknown` (database down) or "
-                        "`failed: <kind>`.",
-                    },
-                },
-            },
-            "failing": {"type": "array", "items": {"type": "string"}, "description": "Only when 503."},
-        },
-    },
+        ),
+        failing={**_STRINGS, "description": "The failing checks (only when 503)."},
+    ),
 }
 
 _ERROR_RESPONSES = {
@@ -343,9 +291,7 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "multipart/form-data": {
-                            "schema": {"type": "object", "required": ["image"], "properties": {"image": binary}}
-                        },
+                        "multipart/form-data": {"schema": _object(["image"], image=binary)},
                         "image/*": {"schema": binary},
                         "application/octet-stream": {"schema": binary},
                     },
@@ -403,9 +349,7 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
             "get": {
                 "operationId": "getJob",
                 "summary": "An ingestion job's progress and failures.",
-                "parameters": [
-                    {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
-                ],
+                "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": _INTEGER}],
                 "responses": {"200": _json(_ref("schemas", "Job"), "The job."), **_errors(404, 500, 503)},
             }
         },
@@ -429,7 +373,7 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
                 "summary": "Liveness: the process answers (checks no backend).",
                 "responses": {
                     "200": _json(
-                        {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+                        _object(["status"], status={"type": "string"}),
                         "Alive.",
                     )
                 },
@@ -438,7 +382,7 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
         "/readyz": {
             "get": {
                 "operationId": "readyz",
-                "summary": "Readiness: database, vector store and models answer (the first call loads the models).",
+                "summary": "Readiness: the backends and the models answer (the first call loads the models).",
                 "responses": {
                     "200": _json(_ref("schemas", "Readiness"), "Ready."),
                     "503": _json(_ref("schemas", "Readiness"), "Not ready: `failing` names the checks.")

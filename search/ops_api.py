@@ -65,9 +65,14 @@ def _run(name: str, check: Callable[[], T]) -> T:
         raise _CheckFailed(f"failed: {kind}") from exc
 
 
-def _live_collection(resources: WorkerResources) -> str | None:
+def _ping(resources: WorkerResources) -> bool:
     with resources.database.session() as session:
         session.execute(text("SELECT 1"))
+    return True
+
+
+def _live_collection(resources: WorkerResources) -> str | None:
+    with resources.database.session() as session:
         version = live_version(session)
         return version.collection_name if version is not None else None
 
@@ -77,25 +82,23 @@ def readiness(resources: WorkerResources) -> tuple[dict[str, str], list[str]]:
     checks: dict[str, str] = {}
     failing: list[str] = []
 
-    def record(name: str, check: Callable[[], T], shown: str = OK) -> T | None:
+    def record(name: str, check: Callable[[], T]) -> T | None:
         try:
             result = _run(name, check)
         except _CheckFailed as failed:
             checks[name] = failed.outcome
             failing.append(name)
             return None
-        checks[name] = shown
+        checks[name] = OK
         return result
 
-    database_ok = record("database", lambda: resources.database.session().__enter__ is not None)
-    if database_ok:
-        database_ok = record("database", lambda: _ping(resources))
+    database_ok = record("database", lambda: _ping(resources))
     collections = record("vector_store", resources.store.list_collections)
     record("models", lambda: resources.pipeline.load())
     if not database_ok:
         checks["index"] = UNKNOWN
         return checks, failing
-    live = record("index", lambda: _live_collection(resources))
+    live = record("index", lambda: _live_collection(resources))  # e.g. a schema not migrated
     if "index" in failing:
         return checks, failing
     checks["index"] = live or NO_INDEX
@@ -104,12 +107,6 @@ def readiness(resources: WorkerResources) -> tuple[dict[str, str], list[str]]:
         checks["index"] = f"failed: missing {live}"
         failing.append("index")
     return checks, failing
-
-
-def _ping(resources: WorkerResources) -> bool:
-    with resources.database.session() as session:
-        session.execute(text("SELECT 1"))
-    return True
 
 
 @ops.get("/readyz")

@@ -24,6 +24,7 @@ from ingestion.images import decode_image, load_image
 from search.app import ApiServices
 from search.errors import ApiError
 from search.items_api import item_view
+from search.metrics import observe_similar_stages
 from search.similar import GarmentChoice, SimilarQuery, SimilarResult, search_similar
 
 similar = Blueprint("similar", __name__)
@@ -135,6 +136,7 @@ def _answer(result: SimilarResult, timings: dict[str, float]) -> ResponseReturnV
                 ],
             }
         )
+    observe_similar_stages(timings)
     timings_ms = {stage: round(ms, 1) for stage, ms in timings.items()}
     response = jsonify(signature=result.signature, timings_ms=timings_ms, garments=garments)
     response.headers["Server-Timing"] = ", ".join(f"{stage};dur={ms}" for stage, ms in timings_ms.items())

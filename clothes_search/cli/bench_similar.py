@@ -1,0 +1,151 @@
+"""``clothes-search bench similar``: ``/similar`` latency by stage at a given index size.
+
+Builds a temporary index of N synthetic crops (clustered unit vectors of the configured model
+signature's dimension, with realistic item metadata in SQLite and Milvus Lite), then sends
+real query photos to ``POST /similar`` through the WSGI app in this process (no socket) and
+prints p50 / p95 of the whole request and of each stage, with and without re-ranking and filters.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import click
+import numpy as np
+from sqlalchemy import insert, select
+
+from clothes_search.cli.context import CliContext, pass_cli
+from clothes_search.settings import Settings
+from db import migrate
+from db.index_versions import activate, ensure_index_version
+from db.models import Crop, Item, ItemStatus
+from db.vectors import CropRecord, ItemFields
+from workers.resources import WorkerResources
+
+PHOTOS = (
+    "tests/data/astronaut.jpg",
+    "/usr/share/doc/opencv-doc/examples/data/messi5.jpg",
+    "/usr/share/doc/opencv-doc/examples/data/basketball1.png",
+)
+CATEGORIES = [f"cat{i}" for i in range(10)]
+BRANDS = [f"brand{i}" for i in range(50)]
+MODES = (
+    ("no filter, no re-rank", "rerank=none"),
+    ("no filter, k-reciprocal", "rerank=k_reciprocal"),
+    ("category + price, k-reciprocal", "rerank=k_reciprocal&category=cat3&price_min=20&price_max=80"),
+    ("brand + in_stock, no re-rank", "rerank=none&brand=brand7&in_stock=true"),
+)
+STAGES = ("decode", "detect", "embed", "ann", "rerank", "db")
+
+
+def _fill(resources: WorkerResources, count: int, batch: int, seed: int = 0) -> None:
+    """N items with one crop each: metadata rows, crop rows and clustered unit vectors."""
+    rng = np.random.default_rng(seed)
+    signature = resources.pipeline.signature
+    version_id = resources.target_version_id()
+    dim = signature.dim
+    centres = rng.normal(size=(64, dim)).astype(np.float32)
+    collection = resources.store.collection_name(signature.hash)
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        ids = np.arange(start + 1, start + n + 1)
+        cats = [CATEGORIES[i % len(CATEGORIES)] for i in ids]
+        brands = [BRANDS[i % len(BRANDS)] for i in ids]
+        prices = [float(5 + (i * 7) % 120) for i in ids]
+        stock = [bool(i % 3) for i in ids]
+        with resources.database.session() as session:
+            session.execute(
+                insert(Item),
+                [
+                    {"id": int(i), "sku": f"sku-{i}", "category": c, "brand": b, "price": Decimal(f"{p:.2f}"),
+                     "in_stock": s, "status": ItemStatus.INDEXED, "sizes": [], "attributes": {}}
+                    for i, c, b, p, s in zip(ids, cats, brands, prices, stock, strict=True)
+                ],
+            )  # fmt: skip
+            session.execute(
+                insert(Crop),
+                [
+                    {"id": int(i), "item_id": int(i), "index_version_id": version_id, "x1": 0.0, "y1": 0.0,
+                     "x2": 100.0, "y2": 100.0, "category": "top", "score": 1.0, "detectors": [],
+                     "signature": signature.hash}
+                    for i in ids
+                ],
+            )  # fmt: skip
+        noise = rng.normal(scale=0.6, size=(n, dim)).astype(np.float32)
+        vectors = centres[rng.integers(0, len(centres), n)] + noise
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        records = [
+            CropRecord(int(i), v, f"sku-{i}", "top", ItemFields(c, b, p, s, {}))
+            for i, v, c, b, p, s in zip(ids, vectors, cats, brands, prices, stock, strict=True)
+        ]
+        resources.store.upsert(collection, records)
+    resources.store.flush(collection)
+    resources.store.load(collection)
+
+
+def _percentiles(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{np.percentile(values, 50):.0f} / {np.percentile(values, 95):.0f}"
+
+
+@click.command("similar")
+@click.option("--count", "counts", multiple=True, type=int, default=(10_000,), show_default=True)
+@click.option("--queries", default=30, show_default=True, help="Requests per mode.")
+@click.option("--batch", default=2000, show_default=True, help="Rows per insert.")
+@pass_cli
+def bench_similar(cli: CliContext, counts: tuple[int, ...], queries: int, batch: int) -> None:
+    """p50 / p95 latency (ms) of POST /similar, whole and per stage, at each index size."""
+    from search.app import ApiServices, create_app
+
+    photos = [Path(p).read_bytes() for p in PHOTOS if Path(p).is_file()]
+    click.echo(f"{len(photos)} query photos, {queries} requests per mode, p50 / p95 in ms")
+    header = "| crops | mode | total | " + " | ".join(STAGES) + " |"
+    lines = [header, "|" + "---|" * (3 + len(STAGES))]
+    for count in counts:
+        workdir = Path(tempfile.mkdtemp(prefix="cs-bench-similar-"))
+        try:
+            settings = Settings.load(
+                cli.config_file,
+                database={"url": f"sqlite:///{workdir / 'catalog.db'}"},
+                milvus={**cli.settings.milvus.model_dump(), "uri": str(workdir / "milvus.db")},
+            )
+            migrate.upgrade(settings.database)
+            app = create_app(settings)
+            resources = ApiServices.of(app).resources
+            started = time.perf_counter()
+            with resources.database.session() as session:
+                version = ensure_index_version(
+                    session, resources.store, signature=resources.pipeline.signature.hash,
+                    dimension=resources.pipeline.signature.dim,
+                )  # fmt: skip
+                activate(session, resources.store, version)
+            _fill(resources, count, batch)
+            with resources.database.session() as session:
+                assert session.scalar(select(Item.id).where(Item.sku == "sku-1")) is not None
+            click.echo(f"{count} crops indexed in {time.perf_counter() - started:.0f}s", err=True)
+            client = app.test_client()
+            client.post("/similar?rerank=none", data=photos[0], content_type="image/jpeg")  # warm-up
+            for name, params in MODES:
+                totals: list[float] = []
+                stages: dict[str, list[float]] = {s: [] for s in STAGES}
+                for q in range(queries):
+                    start = time.perf_counter()
+                    photo = photos[q % len(photos)]
+                    reply = client.post(f"/similar?k=20&{params}", data=photo, content_type="image/jpeg")
+                    totals.append((time.perf_counter() - start) * 1000)
+                    if reply.status_code != 200:
+                        detail = reply.get_data(as_text=True)
+                        raise click.ClickException(f"{name}: HTTP {reply.status_code}: {detail}")
+                    for stage, ms in reply.get_json()["timings_ms"].items():
+                        stages.setdefault(stage, []).append(ms)
+                cells = " | ".join(_percentiles(stages[s]) for s in STAGES)
+                lines.append(f"| {count} | {name} | {_percentiles(totals)} | {cells} |")
+            ApiServices.of(app).close()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    click.echo("\n".join(lines))
