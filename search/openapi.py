@@ -54,6 +54,11 @@ def _all_required(**properties: Any) -> dict[str, Any]:
     return _object(list(properties), **properties)
 
 
+def _get(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    """A path item with one GET operation and no parameters."""
+    return {"get": {"operationId": operation_id, "summary": summary, "responses": responses}}
+
+
 _NULLABLE_STRING = {"type": "string", "nullable": True}
 _INTEGER = {"type": "integer", "minimum": 0}
 _ATTRIBUTE_VALUE = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
@@ -254,6 +259,13 @@ _SIMILAR_OK = _json(
     "Per garment of the query image, its best catalog matches.",
     headers={"Server-Timing": {"description": "The stage timings.", "schema": {"type": "string"}}},
 )
+_CLIENT_ID = {
+    "name": "X-Client-Id",
+    "in": "header",
+    "schema": _string(128),
+    "description": "Recorded as the job's creator (default: the client address).",
+}
+_ROWS = {"type": "array", "items": _ref("schemas", "CatalogRow"), "minItems": 1, "maxItems": MAX_ROWS}
 _SKU = {
     "name": "sku",
     "in": "path",
@@ -273,6 +285,7 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
         "description": "The query image: an http(s) URL the server may fetch.",
     }
     binary = {"type": "string", "format": "binary"}
+    text = {"schema": _STRING}
     return {
         "/similar": {
             "get": {
@@ -305,31 +318,10 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
                 "summary": "Submit catalog rows for ingestion.",
                 "description": f"One row or an array of at most {MAX_ROWS}. Bad rows are reported in "
                 "`errors`, the others go on.",
-                "parameters": [
-                    {
-                        "name": "X-Client-Id",
-                        "in": "header",
-                        "schema": _string(128),
-                        "description": "Recorded as the job's creator (default: the client address).",
-                    }
-                ],
+                "parameters": [_CLIENT_ID],
                 "requestBody": {
                     "required": True,
-                    "content": {
-                        JSON: {
-                            "schema": {
-                                "oneOf": [
-                                    _ref("schemas", "CatalogRow"),
-                                    {
-                                        "type": "array",
-                                        "items": _ref("schemas", "CatalogRow"),
-                                        "minItems": 1,
-                                        "maxItems": MAX_ROWS,
-                                    },
-                                ]
-                            }
-                        }
-                    },
+                    "content": {JSON: {"schema": {"oneOf": [_ref("schemas", "CatalogRow"), _ROWS]}}},
                 },
                 "responses": {
                     "202": _json(
@@ -367,51 +359,33 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
                 "responses": {"204": {"description": "Deleted."}, **_errors(404, 500, 503)},
             },
         },
-        "/healthz": {
-            "get": {
-                "operationId": "healthz",
-                "summary": "Liveness: the process answers (checks no backend).",
-                "responses": {
-                    "200": _json(
-                        _object(["status"], status={"type": "string"}),
-                        "Alive.",
-                    )
-                },
-            }
-        },
-        "/readyz": {
-            "get": {
-                "operationId": "readyz",
-                "summary": "Readiness: the backends and the models answer (the first call loads the models).",
-                "responses": {
-                    "200": _json(_ref("schemas", "Readiness"), "Ready."),
-                    "503": _json(_ref("schemas", "Readiness"), "Not ready: `failing` names the checks.")
-                    | {"headers": _RETRY_AFTER},
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "operationId": "metrics",
-                "summary": "Prometheus metrics (OpenMetrics when the Accept header asks for it).",
-                "responses": {
-                    "200": {
-                        "description": "The metrics in the Prometheus text format.",
-                        "content": {
-                            "text/plain": {"schema": {"type": "string"}},
-                            "application/openmetrics-text": {"schema": {"type": "string"}},
-                        },
-                    }
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "summary": "This document.",
-                "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
-            }
-        },
+        "/healthz": _get(
+            "healthz",
+            "Liveness: the process answers (checks no backend).",
+            {"200": _json(_all_required(status=_STRING), "Alive.")},
+        ),
+        "/readyz": _get(
+            "readyz",
+            "Readiness: the backends and the models answer (the first call loads the models).",
+            {
+                "200": _json(_ref("schemas", "Readiness"), "Ready."),
+                "503": _json(_ref("schemas", "Readiness"), "Not ready: `failing` names the checks.")
+                | {"headers": _RETRY_AFTER},
+            },
+        ),
+        "/metrics": _get(
+            "metrics",
+            "Prometheus metrics (OpenMetrics when the Accept header asks for it).",
+            {
+                "200": {
+                    "description": "The metrics in the Prometheus text format.",
+                    "content": {"text/plain": text, "application/openmetrics-text": text},
+                }
+            },
+        ),
+        "/openapi.json": _get(
+            "openapi", "This document.", {"200": _json({"type": "object"}, "The OpenAPI document.")}
+        ),
     }
 
 

@@ -93,7 +93,7 @@ def readiness(resources: WorkerResources) -> tuple[dict[str, str], list[str]]:
         return result
 
     database_ok = record("database", lambda: _ping(resources))
-    collections = record("vector_store", resources.store.list_collections)
+    collections = record("vector_store", lambda: resources.store.list_collections())
     record("models", lambda: resources.pipeline.load())
     if not database_ok:
         checks["index"] = UNKNOWN

@@ -85,7 +85,7 @@ def parse_query(args: MultiDict[str, str], settings: SearchSettings) -> SimilarQ
         if name not in PARAMETERS and not name.startswith("attr."):
             raise _bad(name, f"unknown parameter (known: {', '.join(sorted(PARAMETERS))}, attr.<name>)")
     raw_k = args.get("k", str(settings.default_k))
-    if not raw_k.isdigit() or not 1 <= int(raw_k) <= settings.max_k:
+    if not (raw_k.isascii() and raw_k.isdigit()) or not 1 <= int(raw_k) <= settings.max_k:
         raise _bad("k", f"expected an integer from 1 to {settings.max_k}, got {raw_k!r}")
     rerank = args.get("rerank", settings.rerank)
     if rerank not in ("none", "k_reciprocal"):

@@ -239,6 +239,7 @@ def test_query_expansion_can_be_switched_on(catalog):
         ({"k": "0"}, "k"),
         ({"k": "101"}, "k"),
         ({"k": "x"}, "k"),
+        ({"k": "\u00b2"}, "k"),  # a digit to str.isdigit, not to int()
         ({"rerank": "magic"}, "rerank"),
         ({"garment": "1,2,3"}, "garment"),
         ({"garment": "5,5,1,1"}, "garment"),

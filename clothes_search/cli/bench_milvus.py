@@ -185,7 +185,7 @@ def _progress(message: str) -> None:
     click.echo(f"  {time.strftime('%H:%M:%S')} {message}", err=True)
 
 
-def _wait_for_idle(max_s: float = 1800.0) -> None:
+def wait_for_idle(max_s: float = 1800.0) -> None:
     """Wait until embedded Milvus Lite (in this process) stops compacting and building indexes.
 
     Searches meanwhile scan unindexed merged segments by brute force, which is not the steady state.
@@ -221,7 +221,7 @@ def _run(
     store.release(collection)
     load_s = _timed(lambda: store.load(collection))  # builds the missing segment indexes, loads the rest
     _progress(f"flushed in {flush_s:.1f} s, released and loaded in {load_s:.1f} s")
-    settle_s = _timed(_wait_for_idle) if store.is_local else 0.0
+    settle_s = _timed(wait_for_idle) if store.is_local else 0.0
     _progress(f"background compaction and index builds finished after {settle_s:.1f} s")
     stored = store.count(collection)
     if stored != count:

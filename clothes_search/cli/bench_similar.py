@@ -18,6 +18,7 @@ import click
 import numpy as np
 from sqlalchemy import insert, select
 
+from clothes_search.cli.bench_milvus import wait_for_idle
 from clothes_search.cli.context import CliContext, pass_cli
 from clothes_search.settings import Settings
 from db import migrate
@@ -125,6 +126,7 @@ def bench_similar(cli: CliContext, counts: tuple[int, ...], queries: int, batch:
                 )  # fmt: skip
                 activate(session, resources.store, version)
             _fill(resources, count, batch)
+            wait_for_idle()  # Milvus Lite builds indexes in the background after loading
             with resources.database.session() as session:
                 assert session.scalar(select(Item.id).where(Item.sku == "sku-1")) is not None
             click.echo(f"{count} crops indexed in {time.perf_counter() - started:.0f}s", err=True)
