@@ -142,7 +142,7 @@ def _wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> bool
     return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # per module: killed clients elsewhere must not wear out a shared server
 def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A ``milvus-lite server`` subprocess on a free port with a fresh data dir: its http:// URI."""
     executable = Path(sys.executable).with_name("milvus-lite")
