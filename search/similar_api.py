@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
-from clothes_search.settings import SearchSettings
+from clothes_search.settings import FetchSettings, SearchSettings
 from db.filters import CatalogFilter
 from ingestion.detection import Box
-from ingestion.images import decode_image, load_image
+from ingestion.images import LoadedImage, decode_image, load_image
 from search.app import ApiServices
 from search.errors import ApiError
 from search.items_api import item_view
@@ -143,35 +144,37 @@ def _answer(result: SimilarResult, timings: dict[str, float]) -> ResponseReturnV
     return response
 
 
+def _query() -> SimilarQuery:
+    return parse_query(request.args, ApiServices.of(current_app).settings.search)
+
+
+def _search(
+    query: SimilarQuery, stage: str, load: Callable[[FetchSettings], LoadedImage]
+) -> ResponseReturnValue:
+    """Obtain the image (timed as ``stage``), search, answer."""
+    services = ApiServices.of(current_app)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    loaded = load(services.settings.fetch)
+    timings[stage] = (time.perf_counter() - start) * 1000
+    return _answer(search_similar(services.resources, loaded.image, query, timings), timings)
+
+
 @similar.get("/similar")
 def get_similar() -> ResponseReturnValue:
-    services = ApiServices.of(current_app)
-    settings = services.settings
-    query = parse_query(request.args, settings.search)
+    query = _query()
     url = request.args.get("image_url")
     if not url:
         raise _bad("image_url", "required (or POST the image)")
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    loaded = load_image(url, settings.fetch, allow_local_files=False)
-    timings["fetch"] = (time.perf_counter() - start) * 1000
-    result = search_similar(services.resources, loaded.image, query, timings)
-    return _answer(result, timings)
+    return _search(query, "fetch", lambda fetch: load_image(url, fetch, allow_local_files=False))
 
 
 @similar.post("/similar")
 def post_similar() -> ResponseReturnValue:
-    services = ApiServices.of(current_app)
-    settings = services.settings
-    query = parse_query(request.args, settings.search)
+    query = _query()
     upload = request.files.get("image")
     data = upload.read() if upload is not None else request.get_data(cache=False)
     if not data:
         message = "send the image as multipart field 'image' or as the request body"
         raise ApiError(400, "missing_image", message, parameter="image")
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    loaded = decode_image(data, settings.fetch, source="<upload>")
-    timings["decode"] = (time.perf_counter() - start) * 1000
-    result = search_similar(services.resources, loaded.image, query, timings)
-    return _answer(result, timings)
+    return _search(query, "decode", lambda fetch: decode_image(data, fetch, source="<upload>"))
