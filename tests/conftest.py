@@ -179,3 +179,14 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[object], object]]:
+    """Serve Flask apps over real HTTP for one test; afterwards stop them and close their services."""
+    from contextlib import ExitStack
+
+    from live_server import served_api
+
+    with ExitStack() as stack:
+        yield lambda app: stack.enter_context(served_api(app))

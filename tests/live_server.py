@@ -20,6 +20,9 @@ from __future__ import annotations
 import http.client
 import json as jsonlib
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -112,3 +115,38 @@ class LiveServer:
             return Reply(response.status, dict(response.getheaders()), response.read())
         finally:
             connection.close()
+
+
+@contextmanager
+def served_api(app: Any) -> Iterator[LiveServer]:
+    """Serve an app built by ``search.app.create_app``; afterwards stop it and close its services
+    (which waits for in-process ingestion it accepted)."""
+    from search.app import ApiServices
+
+    server = LiveServer(app).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        ApiServices.of(app).close()
+
+
+def wait_for_job(api: LiveServer, location: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Poll a job until it finishes; its final state."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        reply = api.call("GET", location)
+        assert reply.status == 200, reply.body
+        if reply.json["finished"]:
+            return reply.json
+        assert time.monotonic() < deadline, f"job not finished after {timeout_s}s: {reply.json}"
+        time.sleep(0.1)
+
+
+def ingest_rows(api: LiveServer, rows: list[dict[str, Any]], timeout_s: float = 120.0) -> dict[str, Any]:
+    """POST catalog rows, wait for their job, check every row was indexed; the job's final state."""
+    reply = api.call("POST", "/items", json=rows)
+    assert reply.status == 202, reply.body
+    job = wait_for_job(api, reply.header("Location"), timeout_s)
+    assert job["done"] == len(rows), job
+    return job

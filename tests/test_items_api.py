@@ -10,15 +10,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
-from flask import Flask
 from http_server import LocalHTTPServer, Response
-from live_server import LiveServer
+from live_server import LiveServer, wait_for_job
 from sample_images import product_shot
 
 from clothes_search.settings import Settings
@@ -70,22 +68,6 @@ def api_settings(make_settings, tmp_path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Flask], LiveServer]]:
-    """Serve apps over HTTP; afterwards stop them and close their services (drains ingestion)."""
-    started: list[LiveServer] = []
-
-    def start(app: Flask) -> LiveServer:
-        server = LiveServer(app).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-        ApiServices.of(server.app).close()
-
-
-@pytest.fixture
 def api(api_settings, serve) -> LiveServer:
     """The API on a freshly migrated database, in-process ingestion."""
     settings = api_settings()
@@ -95,18 +77,6 @@ def api(api_settings, serve) -> LiveServer:
 
 def row(sku: str, url: str, **fields: Any) -> dict[str, Any]:
     return {"sku": sku, "image_url": url, "title": f"Shirt {sku}", "category": "top", **fields}
-
-
-def wait_for_job(api: LiveServer, location: str, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Poll a job until it finishes; its final state."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        reply = api.call("GET", location)
-        assert reply.status == 200, reply.body
-        if reply.json["finished"]:
-            return reply.json
-        assert time.monotonic() < deadline, f"job not finished after {timeout_s}s: {reply.json}"
-        time.sleep(0.1)
 
 
 def assert_error(reply: Any, status: int, code: str) -> dict[str, Any]:

@@ -14,15 +14,14 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from http_server import LocalHTTPServer, Response
-from live_server import LiveServer
+from live_server import LiveServer, ingest_rows, served_api
 from prometheus_client.parser import text_string_to_metric_families
 from sample_images import product_shot
 
@@ -82,25 +81,9 @@ def sample(server: LiveServer, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Settings], LiveServer]]:
-    """Serve apps built from settings; afterwards stop them and close their services."""
-    started: list[LiveServer] = []
-
-    def start(settings: Settings) -> LiveServer:
-        server = LiveServer(create_app(settings)).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-        ApiServices.of(server.app).close()
-
-
-@pytest.fixture
 def bare_api(serve, make_settings, tmp_path) -> LiveServer:
     """An app whose backends are never touched by the test (nothing connects before first use)."""
-    return serve(make_settings(database={"url": f"sqlite:///{tmp_path / 'unused.db'}"}))
+    return serve(create_app(make_settings(database={"url": f"sqlite:///{tmp_path / 'unused.db'}"})))
 
 
 @pytest.fixture(scope="module")
@@ -113,19 +96,9 @@ def catalog_api(tmp_path_factory, models_dir) -> Iterator[tuple[LiveServer, Loca
         for n, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
             url = images.add(f"/{n}.jpg", Response(jpeg(colour), content_type="image/jpeg"))
             rows.append({"sku": f"shirt-{n}", "image_url": url})
-        api = LiveServer(create_app(settings)).start()
-        try:
-            reply = api.call("POST", "/items", json=rows)
-            assert reply.status == 202, reply.body
-            deadline = time.monotonic() + 120
-            while not (job := api.call("GET", reply.header("Location")).json)["finished"]:
-                assert time.monotonic() < deadline, job
-                time.sleep(0.2)
-            assert job["done"] == len(rows), job
+        with served_api(create_app(settings)) as api:
+            ingest_rows(api, rows)
             yield api, images
-        finally:
-            api.stop()
-            ApiServices.of(api.app).close()
 
 
 # -- /readyz ---------------------------------------------------------------------------------------
@@ -149,7 +122,7 @@ def test_readyz_is_ready_when_the_backends_and_models_answer(catalog_api):
 @pytest.mark.slow
 def test_readyz_answers_503_naming_an_unreachable_database(serve, tmp_path, models_dir):
     url = f"postgresql+psycopg2://clothes@127.0.0.1:{closed_port()}/catalog?connect_timeout=3"
-    api = serve(embedded_settings(tmp_path, models_dir, database={"url": url}))
+    api = serve(create_app(embedded_settings(tmp_path, models_dir, database={"url": url})))
     reply = api.call("GET", "/readyz")
     assert reply.status == 503, reply.body
     body = reply.json
@@ -187,8 +160,8 @@ def test_metrics_count_requests_by_endpoint_status_and_error_code(bare_api):
 
 
 def test_each_app_has_its_own_registry(serve, make_settings, tmp_path):
-    first = serve(make_settings(database={"url": f"sqlite:///{tmp_path / 'a.db'}"}))
-    second = serve(make_settings(database={"url": f"sqlite:///{tmp_path / 'b.db'}"}))
+    first = serve(create_app(make_settings(database={"url": f"sqlite:///{tmp_path / 'a.db'}"})))
+    second = serve(create_app(make_settings(database={"url": f"sqlite:///{tmp_path / 'b.db'}"})))
     for _ in range(3):
         assert first.call("GET", "/healthz").status == 200
     labels = {"endpoint": "/healthz", "method": "GET", "status": "200"}

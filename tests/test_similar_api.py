@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from http_server import LocalHTTPServer, Response
-from live_server import LiveServer
+from live_server import LiveServer, ingest_rows, served_api
 from PIL import Image, ImageDraw
 
 from clothes_search.settings import Settings
 from db import migrate
-from search.app import ApiServices, create_app
+from search.app import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -135,17 +134,9 @@ def catalog(
                     "attributes": {"fit": "slim" if n % 4 == 0 else "loose"},
                 }
             )
-        api = LiveServer(create_app(settings)).start()
-        reply = api.call("POST", "/items", json=rows)
-        assert reply.status == 202, reply.body
-        deadline = time.monotonic() + 120
-        while not (job := api.call("GET", reply.header("Location")).json)["finished"]:
-            assert time.monotonic() < deadline, job
-            time.sleep(0.2)
-        assert job["done"] == len(rows), job
-        yield api, images, products
-        api.stop()
-        ApiServices.of(api.app).close()
+        with served_api(create_app(settings)) as api:
+            ingest_rows(api, rows)
+            yield api, images, products
 
 
 def similar(api: LiveServer, **params: Any) -> Any:
@@ -282,7 +273,7 @@ def test_image_errors_map_to_their_status(catalog):
     assert empty.status == 400
 
 
-def test_loopback_is_refused_by_default_and_no_index_is_503(tmp_path, models_dir):
+def test_loopback_is_refused_by_default_and_no_index_is_503(tmp_path, models_dir, serve):
     settings = Settings.load(
         models_dir=models_dir,
         database={"url": f"sqlite:///{tmp_path / 'c.db'}"},
@@ -290,14 +281,10 @@ def test_loopback_is_refused_by_default_and_no_index_is_503(tmp_path, models_dir
         **MODELS,
     )
     migrate.upgrade(settings.database)
-    api = LiveServer(create_app(settings)).start()
-    try:
-        refused = similar(api, image_url=f"http://127.0.0.1:{api.port}/healthz")
-        assert (refused.status, refused.json["error"]["code"]) == (400, "unsafe_url")
-        upload = api.call(
-            "POST", "/similar", data=jpeg(garment((1, 2, 3), "plain")), headers={"Content-Type": "image/jpeg"}
-        )
-        assert (upload.status, upload.json["error"]["code"]) == (503, "index_not_ready")
-    finally:
-        api.stop()
-        ApiServices.of(api.app).close()
+    api = serve(create_app(settings))
+    refused = similar(api, image_url=f"http://127.0.0.1:{api.port}/healthz")
+    assert (refused.status, refused.json["error"]["code"]) == (400, "unsafe_url")
+    upload = api.call(
+        "POST", "/similar", data=jpeg(garment((1, 2, 3), "plain")), headers={"Content-Type": "image/jpeg"}
+    )
+    assert (upload.status, upload.json["error"]["code"]) == (503, "index_not_ready")
