@@ -18,6 +18,7 @@ Unknown paths answer 404. A route is a :class:`Response` or a callable taking th
 
 from __future__ import annotations
 
+import socketserver
 import ssl
 import threading
 import time
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Self
 
 
 @dataclass
@@ -115,26 +117,71 @@ class _Server(ThreadingHTTPServer):
         pass  # failed TLS handshakes and dropped clients are expected in tests
 
 
-class LocalHTTPServer:
-    """A threaded HTTP server bound to ``host`` (default 127.0.0.1) on an ephemeral port.
+class BackgroundServer:
+    """A socketserver-based server on ``host`` at an ephemeral port, run in a daemon thread.
 
-    With ``ssl_context`` (a server-side context with a certificate loaded) it serves HTTPS.
+    Subclasses build the server in :meth:`_make_server`; ``stop()`` (or leaving the ``with``
+    block) shuts it down and joins the thread.
     """
 
-    def __init__(self, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None) -> None:
+    thread_name = "test-server"
+
+    def __init__(self, host: str) -> None:
         self.host = host
-        self.ssl_context = ssl_context
-        self.routes: dict[str, Route] = {}
-        self.requests: list[RecordedRequest] = []
-        self.stopping = threading.Event()
-        self._server: _Server | None = None
+        self._server: socketserver.BaseServer | None = None
         self._thread: threading.Thread | None = None
+
+    def _make_server(self) -> socketserver.BaseServer:
+        raise NotImplementedError
 
     @property
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("server not started")
         return self._server.server_address[1]
+
+    def start(self) -> Self:
+        self._server = self._make_server()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=self.thread_name,
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class LocalHTTPServer(BackgroundServer):
+    """A threaded HTTP server bound to ``host`` (default 127.0.0.1) on an ephemeral port.
+
+    With ``ssl_context`` (a server-side context with a certificate loaded) it serves HTTPS.
+    """
+
+    thread_name = "test-http-server"
+
+    def __init__(self, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(host)
+        self.ssl_context = ssl_context
+        self.routes: dict[str, Route] = {}
+        self.requests: list[RecordedRequest] = []
+        self.stopping = threading.Event()
 
     @property
     def scheme(self) -> str:
@@ -157,38 +204,18 @@ class LocalHTTPServer:
         """Redirect ``path`` to ``location`` (absolute or relative); return the URL of ``path``."""
         return self.add(path, Response(status=status, content_type=None, headers={"Location": location}))
 
-    def start(self) -> LocalHTTPServer:
-        self._server = _Server((self.host, 0), _Handler)
-        self._server.owner = self
+    def _make_server(self) -> _Server:
+        server = _Server((self.host, 0), _Handler)
+        server.owner = self
         if self.ssl_context is not None:  # handshake in the handler thread, not the accept loop
-            self._server.socket = self.ssl_context.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
+            server.socket = self.ssl_context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
             )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="test-http-server",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+        return server
 
     def stop(self) -> None:
-        self.stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> LocalHTTPServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        self.stopping.set()  # slow handlers stop waiting
+        super().stop()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 2.0) -> bool:

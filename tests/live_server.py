@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import http.client
 import json as jsonlib
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
+from http_server import BackgroundServer
 from werkzeug.serving import BaseWSGIServer, make_server
 
 
@@ -51,47 +50,20 @@ class Reply:
         return jsonlib.loads(self.body)
 
 
-class LiveServer:
+class LiveServer(BackgroundServer):
     """``app`` served on ``host`` at an ephemeral port in a background thread."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
-        self.app = app
-        self.host = host
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+    thread_name = "live-server"
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("server not started")
-        return self._server.server_port
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self.app = app
+
+    def _make_server(self) -> BaseWSGIServer:
+        return make_server(self.host, 0, self.app, threaded=True)
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
-
-    def start(self) -> LiveServer:
-        self._server = make_server(self.host, 0, self.app, threaded=True)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="live-server", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> LiveServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def call(
         self,
