@@ -119,6 +119,10 @@ class Pipeline:
         box = Box(0.0, 0.0, float(image.width), float(image.height))
         return FusedDetection(box=box, score=0.0, category=FALLBACK_CATEGORY, detectors=(), is_fallback=True)
 
+    def crop_garments(self, image: Image.Image, garments: Sequence[FusedDetection]) -> list[Image.Image]:
+        """The garments' crops, each box grown by ``fusion.crop_padding``."""
+        return crop_boxes(image, [g.box for g in garments], self.settings.fusion.crop_padding)
+
     def embed_crops(self, crops: Sequence[Image.Image]) -> np.ndarray:
         """Concatenated, unit-norm vectors (len(crops), signature.dim) for RGB crops."""
         self.load()
@@ -137,7 +141,7 @@ class Pipeline:
             detections = self.detect(chunk)
             crops: list[Image.Image] = []
             for image, garments in zip(chunk, detections, strict=True):
-                crops.extend(crop_boxes(image, [g.box for g in garments], self.settings.fusion.crop_padding))
+                crops.extend(self.crop_garments(image, garments))
             vectors = self.embed_crops(crops)
             offset = 0
             for image, garments in zip(chunk, detections, strict=True):

@@ -23,7 +23,6 @@ from clothes_search.errors import ClothesSearchError
 from db.filters import CatalogFilter
 from db.index_versions import live_version
 from db.models import Crop, Item
-from ingestion.crops import crop_boxes
 from ingestion.detection import Box, FusedDetection
 from search.postprocess import average_query_expansion
 from search.rerank import k_reciprocal_rerank
@@ -117,8 +116,7 @@ def search_similar(
     with watch.stage("detect"):
         garments = _choose_garments(resources, image, query.garment)
     with watch.stage("embed"):
-        crops = crop_boxes(image, [g.box for g in garments], resources.settings.fusion.crop_padding)
-        vectors = pipeline.embed_crops(crops)
+        vectors = pipeline.embed_crops(pipeline.crop_garments(image, garments))
     with watch.stage("db"), resources.database.session() as session:
         version = live_version(session)
         if version is None:

@@ -9,13 +9,13 @@ their worker process dies, so a killed worker loses no batch.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 
 from celery import Celery, signals
 from kombu import Queue
 
 from clothes_search.settings import Settings
+from workers.ingest import group_by_job
 from workers.resources import WorkerResources
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,8 @@ def create_celery(settings: Settings) -> Celery:
 
 def dispatch_batches(app: Celery, items: Sequence[tuple[str, int | None]], batch_size: int) -> int:
     """Send ``(sku, job id)`` pairs as ingest tasks of at most ``batch_size`` items; returns tasks sent."""
-    by_job: dict[int | None, list[str]] = defaultdict(list)
-    for sku, job_id in items:
-        by_job[job_id].append(sku)
     sent = 0
-    for job_id, skus in by_job.items():
+    for job_id, skus in group_by_job(items).items():
         for start in range(0, len(skus), batch_size):
             app.send_task(INGEST_TASK, args=[skus[start : start + batch_size], job_id], ignore_result=True)
             sent += 1

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from clothes_search.settings import Settings
-from workers.ingest import BatchOutcome, prepare_batch, requeue_stale, write_batch
+from workers.ingest import BatchOutcome, group_by_job, prepare_batch, requeue_stale, write_batch
 from workers.resources import WorkerResources
 
 log = logging.getLogger(__name__)
@@ -66,9 +65,6 @@ class InProcessDispatcher:
 
     def requeue_stale(self, resources: WorkerResources) -> list[str]:
         stale = requeue_stale(resources.database, resources.settings.queue.stale_claim_s)
-        by_job: dict[int | None, list[str]] = defaultdict(list)
-        for sku, job_id in stale:
-            by_job[job_id].append(sku)
-        for job_id, skus in by_job.items():
+        for job_id, skus in group_by_job(stale).items():
             self.submit(skus, job_id)
         return [sku for sku, _ in stale]

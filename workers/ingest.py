@@ -13,12 +13,13 @@ large...; or transient errors past ``queue.max_attempts``), or ``retry`` (a tran
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import ScalarSelect
 
@@ -29,6 +30,7 @@ from db.models import Crop, IngestJob, Item, ItemStatus, utcnow
 from db.session import Database
 from ingestion.errors import ImageFetchError
 from ingestion.images import LoadedImage, load_image
+from ingestion.pipeline import ImageAnalysis
 from workers.resources import WorkerResources
 
 
@@ -61,6 +63,24 @@ class BatchOutcome:
     unchanged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retry_after: dict[str, float] = field(default_factory=dict)  # sku -> seconds
+
+
+def crops_of(analysis: ImageAnalysis) -> list[NewCrop]:
+    """An image's fused garments and their vectors, as crops to store."""
+    return [
+        NewCrop(
+            box=tuple(g.box.as_list(3)), category=g.category, score=g.score, vector=v, detectors=g.detectors
+        )
+        for g, v in zip(analysis.garments, analysis.vectors, strict=True)
+    ]
+
+
+def group_by_job(items: Sequence[tuple[str, int | None]]) -> dict[int | None, list[str]]:
+    """``(sku, job id)`` pairs grouped per job, skus in their given order."""
+    by_job: dict[int | None, list[str]] = defaultdict(list)
+    for sku, job_id in items:
+        by_job[job_id].append(sku)
+    return dict(by_job)
 
 
 def retry_delay(attempt: int, settings: QueueSettings) -> float:
@@ -168,16 +188,7 @@ def prepare_batch(
                     "no_garment: no garment detected (pipeline.fallback_to_whole_image is off)"
                 )
                 continue
-            crops = [
-                NewCrop(
-                    box=tuple(g.box.as_list(3)),
-                    category=g.category,
-                    score=g.score,
-                    vector=v,
-                    detectors=g.detectors,
-                )
-                for g, v in zip(analysis.garments, analysis.vectors, strict=True)
-            ]
+            crops = crops_of(analysis)
             batch.to_index.append(ItemCrops(item.sku, loaded_image.content_sha256, crops))
     return batch
 
@@ -274,7 +285,7 @@ def requeue_stale(database: Database, stale_after_s: float) -> list[tuple[str, i
         items = session.scalars(
             select(Item).where(
                 Item.status == ItemStatus.PROCESSING,
-                or_(Item.claimed_at.is_(None), and_(Item.claimed_at < stale_before)),
+                or_(Item.claimed_at.is_(None), Item.claimed_at < stale_before),
             )
         ).all()
         for item in items:

@@ -11,7 +11,6 @@ import click
 from PIL import Image
 
 from clothes_search.cli.context import CliContext, pass_cli
-from ingestion.crops import crop_boxes
 from ingestion.images import load_image
 from ingestion.pipeline import Pipeline
 
@@ -94,7 +93,7 @@ def pipeline_bench(
         crops = [
             crop
             for image, garments in zip(batch_images, detections, strict=True)
-            for crop in crop_boxes(image, [g.box for g in garments], settings.fusion.crop_padding)
+            for crop in pipeline.crop_garments(image, garments)
         ]
         for embedder in pipeline.embedders:
             forward = settings.pipeline.effective_forward_batch_size()

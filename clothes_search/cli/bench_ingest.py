@@ -28,12 +28,13 @@ from PIL import Image, ImageOps
 from clothes_search.cli.context import CliContext, pass_cli
 from clothes_search.settings import Settings
 from db import migrate
-from db.indexing import ItemCrops, NewCrop, index_items
+from db.indexing import ItemCrops, index_items
 from db.models import IngestJob, Item
 from ingestion.feed import parse_feed
 from ingestion.images import load_image
 from ingestion.pipeline import Pipeline
 from workers.dispatch import CeleryDispatcher
+from workers.ingest import crops_of
 from workers.resources import WorkerResources
 from workers.submit import submit_rows
 
@@ -206,11 +207,7 @@ def bench_ingest(cli: CliContext, count: int, broker: str, concurrency: int, bat
         for i in range(count):
             loaded = load_image(server.url(i), settings.fetch)
             [analysis] = pipeline.analyse([loaded.image])
-            crops = [
-                NewCrop(tuple(g.box.as_list(3)), g.category, g.score, v, g.detectors)
-                for g, v in zip(analysis.garments, analysis.vectors, strict=True)
-            ]
-            entry = ItemCrops(f"naive-{i}", loaded.content_sha256, crops)
+            entry = ItemCrops(f"naive-{i}", loaded.content_sha256, crops_of(analysis))
             index_items(resources.database, resources.store, version_id, [entry])
         rows.append(("(c) naive, one item at a time", count, time.perf_counter() - start))
         resources.close()

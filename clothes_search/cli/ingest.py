@@ -77,9 +77,10 @@ def ingest(
             return
         click.echo(f"job {result.job_id}")
         if settings.queue.broker_url:
-            CeleryDispatcher(settings).submit(result.queued, result.job_id)
+            dispatcher = CeleryDispatcher(settings)
+            dispatcher.submit(result.queued, result.job_id)
             if wait:
-                _follow(resources, result.job_id)
+                _follow(resources, dispatcher, result.job_id)
         else:
             bar = tqdm(total=len(result.queued), unit="item", desc="ingest", disable=wait is False)
             dispatcher = InProcessDispatcher(
@@ -94,8 +95,9 @@ def ingest(
         resources.close()
 
 
-def _follow(resources: WorkerResources, job_id: int, poll_s: float = 1.0) -> None:
-    dispatcher = CeleryDispatcher(resources.settings)
+def _follow(
+    resources: WorkerResources, dispatcher: CeleryDispatcher, job_id: int, poll_s: float = 1.0
+) -> None:
     progress = job_progress(resources.database, job_id)
     assert progress is not None
     bar = tqdm(total=progress.total, unit="item", desc=f"job {job_id}")
