@@ -63,7 +63,15 @@ def live_version(session: Session) -> IndexVersion | None:
 
 
 def activate(session: Session, store: VectorStore, version: IndexVersion) -> None:
-    """Make ``version`` the live one: swap the alias, then retire the previous live version."""
+    """Make ``version`` the live one: swap the alias, then retire the previous live version.
+
+    A retired post-processed version is refused: ingestion stopped writing to it when it was retired.
+    """
+    if version.base_version_id is not None and version.state == IndexState.RETIRED:
+        raise ValueError(
+            f"{version.collection_name} is a retired post-processed version and may lack items indexed "
+            "since: build a new one with `clothes-search index postprocess`"
+        )
     store.point_alias(store.settings.live_alias, version.collection_name)
     previous = live_version(session)
     if previous is not None and previous.id != version.id:

@@ -5,11 +5,12 @@ hits with crop rows and drops hits that have none):
 
 1. **Milvus upsert** of the new vectors (one call for a whole batch of items). Their ids
    are deterministic (item, image content, model signature, crop number), so a repeated or
-   redelivered write replaces rows in place and never duplicates them.
+   redelivered write replaces rows in place and never duplicates them. The version's
+   post-processed versions (:mod:`db.postprocessed_versions`) get the same ids, transformed.
 2. **One database transaction**: the item's old crop rows of this index version are
    replaced by the new ones, and the item is marked ``indexed`` with the image's hash.
    This commit is the moment the replacement becomes visible to search.
-3. **Milvus delete** of the items' other vectors (their previous crops).
+3. **Milvus delete** of the items' other vectors (their previous crops), in every collection.
 
 A crash after 1 leaves vectors without crop rows (invisible to search); a crash after 2
 leaves the old vectors without rows (also invisible). Both are deleted by the next
@@ -29,6 +30,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from db.models import Crop, IndexVersion, Item, ItemStatus, utcnow
+from db.postprocessed_versions import derived_versions, write_to_derived
 from db.session import Database
 from db.vectors import CropRecord, ItemFields, VectorStore
 
@@ -104,8 +106,11 @@ def index_items(
                 for cid, c in zip(ids, entry.crops, strict=True)
             )
         collection = version.collection_name
+        derived = derived_versions(session, version.id)
         if records:
-            store.upsert(collection, records)  # step 1
+            store.upsert(collection, records)  # step 1, then the same crops in its post-processed versions
+            write_to_derived(store, version, derived, records)
+        collections = [collection, *(v.collection_name for v in derived)]
         item_ids = [items[sku].id for sku in skus]
         session.execute(delete(Crop).where(Crop.item_id.in_(item_ids), Crop.index_version_id == version.id))
         now = utcnow()
@@ -135,7 +140,8 @@ def index_items(
             item.claim_token = None
     # step 2 committed: the new crops are what search sees
     keep = [cid for ids in new_ids.values() for cid in ids]
-    store.delete_items_except(collection, skus, keep)  # step 3
+    for name in collections:
+        store.delete_items_except(name, skus, keep)  # step 3
     return new_ids
 
 

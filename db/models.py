@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -115,7 +116,13 @@ class Item(Base):
 
 
 class IndexVersion(Base):
-    """One Milvus collection built for one model signature. Exactly one is live."""
+    """One Milvus collection built for one model signature. Exactly one is live.
+
+    A *base* version holds the models' raw vectors. A *post-processed* version
+    (``base_version_id`` set) holds the same crops after database-side augmentation and/or PCA
+    whitening (``postprocess``: the settings; ``whitening``: the fitted PCA, applied to queries
+    too); its crop rows are its base version's (see :mod:`db.postprocessed_versions`).
+    """
 
     __tablename__ = "index_versions"
 
@@ -132,6 +139,16 @@ class IndexVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    base_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("index_versions.id", ondelete="CASCADE"), index=True
+    )
+    postprocess: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    whitening: Mapped[bytes | None] = mapped_column(LargeBinary, doc="The fitted PCA whitening (.npz bytes).")
+
+    @property
+    def rows_version_id(self) -> int:
+        """The version whose crop rows describe this version's vectors (its base, or itself)."""
+        return self.base_version_id if self.base_version_id is not None else self.id
 
     __table_args__ = (
         # at most one live version, enforced by the database itself

@@ -1,6 +1,6 @@
 """Repairing drift between the database (the truth) and Milvus (the copies).
 
-For each index version that is not retired:
+For each index version that is not retired (and each retired base of a post-processed one):
 
 1. vectors without a crop row (a crash between the writes of :mod:`db.indexing`, or rows
    deleted behind our back) are deleted, unless younger than ``orphan_grace_s`` — an
@@ -44,8 +44,13 @@ def reconcile(
     now = time.time() if now is None else now
     report = ReconcileReport()
     with database.session() as session:
-        versions = session.scalars(select(IndexVersion).where(IndexVersion.state != IndexState.RETIRED)).all()
-        version_refs = [(v.id, v.collection_name, v.state) for v in versions]
+        versions = list(session.scalars(select(IndexVersion).where(IndexVersion.state != IndexState.RETIRED)))
+        bases = {v.base_version_id for v in versions if v.base_version_id is not None}
+        versions += session.scalars(
+            select(IndexVersion).where(IndexVersion.id.in_(bases), IndexVersion.state == IndexState.RETIRED)
+        ).all()  # a retired base still feeds its live post-processed version
+        # a post-processed version's vectors are described by its base's crop rows
+        version_refs = [(v.rows_version_id, v.collection_name, v.state) for v in versions]
     for version_id, collection, state in version_refs:
         report.versions.append(collection)
         if not store.has_collection(collection):

@@ -511,6 +511,32 @@ class VectorStore:
                 out.setdefault(row["item_key"], row_fields(row))
         return out
 
+    def iter_records(self, collection: str, batch_size: int = 1000) -> Iterator[list[CropRecord]]:
+        """All rows with their vectors and fields, in batches (to derive a post-processed version)."""
+        fields = ["vector", "crop_category", "written_at", *FIELD_OUTPUT]
+        iterator = self._read(
+            collection, "reading records", "query_iterator", collection, batch_size=batch_size,
+            output_fields=fields,
+        )  # fmt: skip
+        try:
+            while True:
+                batch = self._call("reading records", iterator.next)
+                if not batch:
+                    return
+                yield [
+                    CropRecord(
+                        id=int(row["id"]),
+                        vector=np.asarray(row["vector"], dtype=np.float32),
+                        item_key=row["item_key"],
+                        crop_category=row["crop_category"],
+                        fields=row_fields(row),
+                        written_at=int(row["written_at"]),
+                    )
+                    for row in batch
+                ]
+        finally:
+            iterator.close()
+
     def iter_rows(self, collection: str, batch_size: int = 1000) -> Iterator[list[tuple[int, str, int]]]:
         """All rows, in batches of ``(id, item_key, written_at)`` (for the reconcile job)."""
         kwargs = {"batch_size": batch_size, "output_fields": ["item_key", "written_at"]}

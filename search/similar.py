@@ -1,6 +1,7 @@
 """The ``/similar`` service: query image → garments → ANN in Milvus → re-ranking → catalog rows.
 
-Per garment of the query image: Milvus top-K' (``search.rerank_depth``) with the
+Per garment of the query image (its vector whitened when the live index version is PCA-whitened,
+see :mod:`db.postprocessed_versions`): Milvus top-K' (``search.rerank_depth``) with the
 merchandiser filter, optional average query expansion, optional k-reciprocal re-ranking on
 the query and the candidates' stored vectors, then the crops' rows from the database (hits
 without a row are dropped: the database is the truth), several crops of one item collapsed
@@ -23,8 +24,9 @@ from clothes_search.errors import ClothesSearchError
 from db.filters import CatalogFilter
 from db.index_versions import live_version
 from db.models import Crop, Item
+from db.postprocessed_versions import version_transform
 from ingestion.detection import Box, FusedDetection
-from search.postprocess import average_query_expansion
+from ingestion.postprocess import average_query_expansion
 from search.rerank import k_reciprocal_rerank
 from workers.resources import WorkerResources
 
@@ -127,7 +129,11 @@ def search_similar(
                 f"({version.signature_description}); this server runs {pipeline.signature.hash}: "
                 "re-index or configure the same models"
             )
-        collection = version.collection_name
+        collection, rows_version_id = version.collection_name, version.rows_version_id
+        transform = version_transform(version)
+    if transform is not None:  # a PCA-whitened version: queries go to its space too
+        with watch.stage("embed"):
+            vectors = transform.queries(vectors)
     rerank = query.rerank == "k_reciprocal"
     depth = settings.rerank_depth if (rerank or query.query_expansion) else query.k * settings.overfetch
     store = resources.store
@@ -143,7 +149,7 @@ def search_similar(
             with watch.stage("rerank"):
                 ids, scores = _post_process(resources, collection, vector, ids, query)
         with watch.stage("db"):
-            matches = _matches(resources, version.id, ids, scores, query.k)
+            matches = _matches(resources, rows_version_id, ids, scores, query.k)
         results.append(GarmentMatches(garment=garment, matches=matches))
     return SimilarResult(signature=pipeline.signature.hash, garments=results, timings_ms=watch.timings)
 

@@ -36,7 +36,10 @@ def test_upgrade_creates_and_downgrade_base_removes_the_schema(database_url):
     settings = DatabaseSettings(url=database_url)
     migrate.upgrade(settings)
     assert tables(database_url) == TABLES
-    assert migrate.current_revision(settings) == "0002"
+    assert migrate.current_revision(settings) == "0003"
+    assert "base_version_id" in {c["name"] for c in inspect_columns(database_url, "index_versions")}
+    migrate.downgrade(settings, "0002")  # the post-processing columns go
+    assert "whitening" not in {c["name"] for c in inspect_columns(database_url, "index_versions")}
     migrate.downgrade(settings, "0001")  # one step back: the claim column goes, the data stays
     assert "claim_token" not in {c["name"] for c in inspect_columns(database_url, "items")}
     migrate.upgrade(settings)
@@ -53,8 +56,8 @@ def test_cli_upgrade_and_downgrade(database_url, monkeypatch):
     runner = CliRunner()
     result = runner.invoke(main, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "at revision 0002" in result.output
-    assert runner.invoke(main, ["db", "current"]).output.strip() == "0002"
+    assert "at revision 0003" in result.output
+    assert runner.invoke(main, ["db", "current"]).output.strip() == "0003"
     result = runner.invoke(main, ["db", "downgrade", "base"])
     assert result.exit_code == 0, result.output
     assert "at revision base" in result.output

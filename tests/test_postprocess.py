@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from search import postprocess
-from search.postprocess import (
+from ingestion import postprocess
+from ingestion.postprocess import (
     PCA_FORMAT_VERSION,
     PCAWhitening,
     average_query_expansion,

@@ -6,10 +6,14 @@ import json
 
 import click
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from clothes_search.cli.context import CliContext, pass_cli
 from clothes_search.errors import ClothesSearchError
+from db.index_versions import activate as activate_version
+from db.index_versions import live_version
 from db.models import Crop, IndexVersion
+from db.postprocessed_versions import PostprocessSpec, build_postprocessed_version
 from db.reconcile import reconcile as run_reconcile
 from db.session import Database
 from db.vectors import VectorStore
@@ -59,12 +63,18 @@ def status(cli: CliContext) -> None:
         with database.session() as session, VectorStore(settings.milvus) as store:
             versions = session.scalars(select(IndexVersion).order_by(IndexVersion.id)).all()
             for version in versions:
-                rows = session.scalar(select(func.count(Crop.id)).where(Crop.index_version_id == version.id))
+                rows = session.scalar(
+                    select(func.count(Crop.id)).where(Crop.index_version_id == version.rows_version_id)
+                )
                 name = version.collection_name
                 vectors = store.count(name) if store.has_collection(name) else 0
+                postprocess = (
+                    PostprocessSpec.from_dict(version.postprocess).describe() if version.postprocess else ""
+                )
                 click.echo(
                     f"{version.collection_name:<24} {version.state:<9} dim={version.dimension:<5} "
                     f"crop rows={rows:<8} vectors={vectors:<8} {version.signature_description}"
+                    + (f" [{postprocess}]" if postprocess else "")
                 )
             if not versions:
                 click.echo("no index versions yet")
@@ -72,3 +82,101 @@ def status(cli: CliContext) -> None:
         raise click.ClickException(str(exc)) from exc
     finally:
         database.dispose()
+
+
+@index.command()
+@click.option(
+    "--dba-top-n",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Database-side augmentation: average each vector with its N nearest (0: off).",
+)
+@click.option("--dba-weights", type=click.Choice(["uniform", "linear"]), default="uniform", show_default=True)
+@click.option("--pca-dim", type=click.IntRange(min=1), help="PCA whitening to this dimension (default: off).")
+@click.option("--pca-eps", type=float, default=1e-6, show_default=True, help="Eigenvalue shrinkage.")
+@click.option(
+    "--pca-sample",
+    type=click.IntRange(min=2),
+    default=100_000,
+    show_default=True,
+    help="Fit the whitening on a random sample of this many indexed vectors.",
+)
+@click.option("--base", "base_collection", help="The base version's collection [the live one's base].")
+@click.option("--activate", "make_live", is_flag=True, help="Make the new version live when built.")
+@pass_cli
+def postprocess(
+    cli: CliContext, dba_top_n: int, dba_weights: str, pca_dim: int | None, pca_eps: float, pca_sample: int,
+    base_collection: str | None, make_live: bool,
+) -> None:  # fmt: skip
+    """Build a DBA and/or PCA-whitened version of a base index version (off by default in the paper)."""
+    settings = cli.settings
+    try:
+        spec = PostprocessSpec(dba_top_n, dba_weights, pca_dim, pca_eps, pca_sample)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    database = Database(settings.database)
+    try:
+        with VectorStore(settings.milvus) as store:
+            with database.session() as session:
+                base = _find_base(session, base_collection)
+                base_id = base.id
+            report = build_postprocessed_version(
+                database, store, base_id, spec, progress=lambda message: click.echo(message, err=True)
+            )
+            if make_live:
+                with database.session() as session:
+                    activate_version(session, store, session.get(IndexVersion, report.version_id))
+    except (ClothesSearchError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        database.dispose()
+    click.echo(
+        json.dumps(
+            {
+                "collection": report.collection,
+                "postprocess": spec.describe(),
+                "vectors": report.vectors,
+                "dimension": report.dimension,
+                "live": make_live,
+                "seconds": {k: round(v, 2) for k, v in report.seconds.items()},
+            },
+            indent=2,
+        )
+    )
+
+
+@index.command()
+@click.argument("collection")
+@pass_cli
+def activate(cli: CliContext, collection: str) -> None:
+    """Make an index version live (by collection name, as `index status` lists them)."""
+    settings = cli.settings
+    database = Database(settings.database)
+    try:
+        with database.session() as session, VectorStore(settings.milvus) as store:
+            version = session.scalar(select(IndexVersion).where(IndexVersion.collection_name == collection))
+            if version is None:
+                raise click.ClickException(
+                    f"no index version {collection!r}: see `clothes-search index status`"
+                )
+            activate_version(session, store, version)
+    except (ClothesSearchError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        database.dispose()
+    click.echo(f"{collection} is live")
+
+
+def _find_base(session: Session, collection: str | None) -> IndexVersion:
+    if collection is None:
+        version = live_version(session)
+        if version is None:
+            raise click.ClickException("no live index version: ingest a catalog first, or pass --base")
+    else:
+        version = session.scalar(select(IndexVersion).where(IndexVersion.collection_name == collection))
+        if version is None:
+            raise click.ClickException(f"no index version {collection!r}: see `clothes-search index status`")
+    if version.base_version_id is not None:
+        version = session.get(IndexVersion, version.base_version_id)
+    return version
