@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from live_server import free_port
 from PIL import Image
 
 from clothes_search.settings import Settings
@@ -123,12 +124,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 # -- Milvus Lite server ------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_listening(proc: subprocess.Popen, port: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -151,7 +146,7 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     root = tmp_path_factory.mktemp("milvus-server")
     log_path = root / "server.log"
     for _attempt in range(3):  # the free port may be taken between probing and binding
-        port = _free_port()
+        port = free_port()
         with log_path.open("ab") as log:
             command = [
                 executable,

@@ -1,15 +1,20 @@
-"""``/similar`` over real HTTP, on an index built by real ingestion (POST /items, in-process)."""
+"""``/similar`` over real HTTP, on an index built by real ingestion (POST /items, in-process).
+
+The catalog is served by a live ``clothes-search serve`` process (gunicorn, one worker) configured
+only through ``CLOTHES_SEARCH_*`` environment variables, on a SQLite file and embedded Milvus Lite.
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from http_server import LocalHTTPServer, Response
-from live_server import LiveServer, ingest_rows, served_api
+from live_server import HttpClient, ServeProcess, clothes_search_env, ingest_rows, run_cli
 from PIL import Image, ImageDraw
 
 from clothes_search.settings import Settings
@@ -17,6 +22,7 @@ from db import migrate
 from search.app import create_app
 
 pytestmark = pytest.mark.slow
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 COLOURS = [(200, 30, 30), (30, 160, 40), (30, 60, 200), (230, 200, 20), (120, 40, 160), (20, 180, 190)]
 PATTERNS = ["plain", "stripes"]
@@ -100,14 +106,13 @@ SKUS = [f"{pattern}-{i}" for pattern in PATTERNS for i in range(len(COLOURS))]
 
 
 @pytest.fixture(scope="module")
-def catalog(
-    tmp_path_factory, models_dir
-) -> Iterator[tuple[LiveServer, LocalHTTPServer, dict[str, Image.Image]]]:
+def catalog_env(tmp_path_factory, models_dir, milvus_server_uri) -> dict[str, str]:
+    """The settings of the served catalog; Milvus is a Lite *server* so admin commands can run beside it."""
     root = tmp_path_factory.mktemp("similar")
-    settings = Settings.load(
+    return clothes_search_env(
         models_dir=models_dir,
         database={"url": f"sqlite:///{root / 'catalog.db'}"},
-        milvus={"uri": str(root / "m.db"), "index_type": "FLAT"},
+        milvus={"uri": milvus_server_uri, "index_type": "FLAT"},
         fetch={
             "allowed_networks": ["127.0.0.1/32"],
             "max_bytes": 300_000,
@@ -116,7 +121,16 @@ def catalog(
         },
         **MODELS,
     )
-    migrate.upgrade(settings.database)
+
+
+@pytest.fixture(scope="module")
+def catalog(
+    tmp_path_factory, catalog_env
+) -> Iterator[tuple[HttpClient, LocalHTTPServer, dict[str, Image.Image]]]:
+    root = tmp_path_factory.mktemp("serve")
+    env = catalog_env
+    upgrade = run_cli("db", "upgrade", env=env, cwd=REPO_ROOT)
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
     products = {f"{p}-{i}": garment(c, p, MOTIFS[i]) for p in PATTERNS for i, c in enumerate(COLOURS)}
     with LocalHTTPServer() as images:
         rows = []
@@ -134,12 +148,12 @@ def catalog(
                     "attributes": {"fit": "slim" if n % 4 == 0 else "loose"},
                 }
             )
-        with served_api(create_app(settings)) as api:
+        with ServeProcess(env, cwd=REPO_ROOT, log_path=root / "serve.log", workers=1) as api:
             ingest_rows(api, rows)
             yield api, images, products
 
 
-def similar(api: LiveServer, **params: Any) -> Any:
+def similar(api: HttpClient, **params: Any) -> Any:
     return api.call("GET", "/similar?" + urlencode(params, doseq=True))
 
 
@@ -271,6 +285,26 @@ def test_image_errors_map_to_their_status(catalog):
     assert (outside.status, outside.json["error"]["code"]) == (422, "no_garment")
     empty = api.call("POST", "/similar", data=b"", headers={"Content-Type": "image/jpeg"})
     assert empty.status == 400
+
+
+def test_a_dba_and_whitened_version_made_live_by_the_admin_command_is_served(catalog, catalog_env):
+    """Runs after the other catalog tests: it swaps the live index version under the running server."""
+    api, images, products = catalog
+    command = ["index", "postprocess", "--dba-top-n", "1", "--pca-dim", "16", "--activate"]
+    built = run_cli(*command, env=catalog_env, cwd=REPO_ROOT)
+    assert built.returncode == 0, built.stderr
+    assert '"dimension": 16' in built.stdout and '"vectors": 24' in built.stdout
+    for sku in ("plain-3", "stripes-0"):
+        photo, box = street_photo(products[sku])
+        url = images.add(f"/query/pp-{sku}.jpg", Response(jpeg(photo), content_type="image/jpeg"))
+        reply = similar(api, image_url=url, garment=",".join(map(str, box)), k=5)
+        assert reply.status == 200, reply.body
+        assert skus_of(reply.json)[0] == sku, reply.json
+    filtered = similar(api, image_url=url, k=100, garment="largest", brand="zed")
+    assert set(skus_of(filtered.json)) == set(SKUS[6:])  # filters hold in the derived collection too
+    listing = run_cli("index", "status", env=catalog_env, cwd=REPO_ROOT).stdout.splitlines()
+    base = next(line.split()[0] for line in listing if " retired " in line and "[DBA" not in line)
+    assert run_cli("index", "activate", base, env=catalog_env, cwd=REPO_ROOT).returncode == 0
 
 
 def test_loopback_is_refused_by_default_and_no_index_is_503(tmp_path, models_dir, serve):
