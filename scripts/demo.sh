@@ -1,13 +1,37 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults: set up, then detect + fuse + embed garments in sample photos.
+# The one-command demo on embedded defaults (SQLite, Milvus Lite, in-process ingestion):
+# set up, build the offline sample set, ingest its catalog, serve the API until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-photos=(tests/data/astronaut.jpg)
-if scripts/system-deps.sh; then
-    photos=(/usr/share/doc/opencv-doc/examples/data/messi5.jpg "${photos[@]}")
-else
-    echo "(continuing with the shipped upper-body photo only)" >&2
-fi
+PORT=${PORT:-8000}
+IMAGES_PORT=${IMAGES_PORT:-8001}
+DATA=${DATA:-data/sample}
+export CLOTHES_SEARCH_DATABASE__URL=${CLOTHES_SEARCH_DATABASE__URL:-sqlite:///data/demo/catalog.db}
+export CLOTHES_SEARCH_MILVUS__URI=${CLOTHES_SEARCH_MILVUS__URI:-data/demo/milvus.db}
+# the demo's image server runs on this machine: let /similar?image_url= fetch from it (the SSRF
+# guard refuses loopback addresses otherwise)
+export CLOTHES_SEARCH_FETCH__ALLOWED_NETWORKS='["127.0.0.1/32"]'
+
+scripts/system-deps.sh
 scripts/setup.sh
-.venv/bin/clothes-search models
-exec .venv/bin/clothes-search embed --pretty "${photos[@]}" "$@"
+cli=.venv/bin/clothes-search
+mkdir -p data/demo
+if [[ ! -f $DATA/manifest.json ]]; then
+    echo "==> building the offline sample set in $DATA (Fashion-MNIST garments on real photos)"
+    $cli make-sample-data "$DATA"
+fi
+$cli db upgrade
+echo "==> ingesting the sample catalog ($DATA/validation/catalog.jsonl)"
+$cli ingest "$DATA/validation/catalog.jsonl"
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+.venv/bin/python -m http.server "$IMAGES_PORT" --bind 127.0.0.1 --directory "$DATA" >/dev/null 2>&1 &
+pids+=($!)
+$cli serve --port "$PORT" --workers 1 &
+pids+=($!)
+.venv/bin/python scripts/demo_example.py --api "http://127.0.0.1:$PORT" \
+    --images "http://127.0.0.1:$IMAGES_PORT" --data "$DATA"
+echo "Press Ctrl-C to stop."
+wait "${pids[@]}"

@@ -50,6 +50,7 @@ class SimilarQuery:
     garment: GarmentChoice = "all"
     rerank: Literal["none", "k_reciprocal"] = "k_reciprocal"
     query_expansion: bool = False
+    collapse: bool = True  # one result per item (its best crop); False: crops (the evaluation protocol)
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def search_similar(
             with watch.stage("rerank"):
                 ids, scores = _post_process(resources, collection, vector, ids, query)
         with watch.stage("db"):
-            matches = _matches(resources, rows_version_id, ids, scores, query.k)
+            matches = _matches(resources, rows_version_id, ids, scores, query.k, query.collapse)
         results.append(GarmentMatches(garment=garment, matches=matches))
     return SimilarResult(signature=pipeline.signature.hash, garments=results, timings_ms=watch.timings)
 
@@ -177,7 +178,7 @@ def _post_process(
 
 
 def _matches(
-    resources: WorkerResources, version_id: int, ids: list[int], scores: np.ndarray, k: int
+    resources: WorkerResources, version_id: int, ids: list[int], scores: np.ndarray, k: int, collapse: bool
 ) -> list[Match]:
     if not ids:
         return []
@@ -194,7 +195,7 @@ def _matches(
         matches: list[Match] = []
         for crop_id, score in zip(ids, scores, strict=True):
             crop = rows.get(crop_id)
-            if crop is None or crop.item_id in seen:  # no row: an orphan vector; seen: collapse the item
+            if crop is None or (collapse and crop.item_id in seen):  # no row: an orphan vector
                 continue
             seen.add(crop.item_id)
             item = items[crop.item_id]

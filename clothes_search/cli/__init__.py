@@ -14,10 +14,12 @@ from clothes_search.cli.bench_similar import bench_similar
 from clothes_search.cli.context import CliContext
 from clothes_search.cli.database import database
 from clothes_search.cli.embed import embed
+from clothes_search.cli.evaluate import evaluate
 from clothes_search.cli.index import index
 from clothes_search.cli.ingest import ingest, worker
 from clothes_search.cli.milvus import milvus
 from clothes_search.cli.models import models
+from clothes_search.cli.sample_data import make_sample_data
 from clothes_search.cli.serve import serve
 
 
@@ -47,6 +49,8 @@ main.add_command(milvus)
 main.add_command(ingest)
 main.add_command(worker)
 main.add_command(serve)
+main.add_command(evaluate)
+main.add_command(make_sample_data)
 bench.add_command(bench_milvus)
 bench.add_command(bench_ingest)
 bench.add_command(bench_similar)

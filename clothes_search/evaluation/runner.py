@@ -1,0 +1,302 @@
+"""Run the retrieval protocol through the product's own paths.
+
+Gallery: the split's shop images, ingested from its ``catalog.jsonl`` by the real in-process
+ingestion (feed → items → queue → detect, fuse, embed → Milvus + database) into a fresh index
+(SQLite + embedded Milvus Lite under a work directory). In ground-truth-box mode detection is
+skipped on both sides: the annotated boxes are cropped and embedded by the same pipeline and
+written by the same :func:`db.indexing.index_items`.
+
+Queries: the consumer images through :func:`search.similar.search_similar` (detection, embedding,
+filtered ANN, re-ranking, database rows), with crops rather than items as results, as the protocol
+scores gallery boxes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image
+
+from clothes_search.evaluation.deepfashion2 import GarmentAnnotation, read_split
+from clothes_search.evaluation.protocol import (
+    QueryDetection,
+    RetrievalScores,
+    RetrievedCrop,
+    default_category_match,
+    evaluate,
+)
+from clothes_search.evaluation.report import ConfigResult
+from clothes_search.settings import DetectorConfig, EmbedderConfig, Settings
+from db import migrate
+from db.filters import CatalogFilter
+from db.index_versions import activate, live_version
+from db.indexing import ItemCrops, NewCrop, index_items
+from db.models import IndexVersion
+from db.postprocessed_versions import PostprocessSpec, build_postprocessed_version
+from ingestion.detection import Box, FusedDetection
+from ingestion.feed import parse_feed
+from ingestion.images import load_image
+from search.similar import Match, NoGarmentFoundError, SimilarQuery, search_similar
+from workers.dispatch import InProcessDispatcher
+from workers.resources import WorkerResources
+from workers.submit import job_progress, submit_rows
+
+RESULTS_PER_QUERY = 20
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One row of an evaluation: the models, the query-side options and the index post-processing."""
+
+    name: str
+    description: str
+    detectors: tuple[DetectorConfig, ...] | None = None  # None: the settings'
+    embedders: tuple[EmbedderConfig, ...] | None = None
+    rerank: Literal["none", "k_reciprocal"] = "k_reciprocal"
+    query_expansion: bool = False
+    postprocess: PostprocessSpec | None = None
+    ground_truth_boxes: bool = False
+
+    def index_key(self) -> str:
+        """Configurations with the same key share one gallery index."""
+        parts = [
+            "gt" if self.ground_truth_boxes else "det",
+            "" if self.detectors is None or self.ground_truth_boxes else repr(self.detectors),
+            "" if self.embedders is None else repr(self.embedders),
+        ]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+@dataclass
+class _Index:
+    resources: WorkerResources
+    base_version_id: int
+    seconds: float
+    failed: list[str] = field(default_factory=list)
+
+
+class Evaluation:
+    """The protocol on one split of a DeepFashion2-format data set, for several configurations."""
+
+    def __init__(
+        self, settings: Settings, split_dir: Path, work_dir: Path, progress: Progress = print
+    ) -> None:
+        self.settings = settings
+        self.split_dir = split_dir
+        self.work_dir = work_dir
+        self.progress = progress
+        annotations = read_split(split_dir)
+        self.gallery = {a.image_id: a for a in annotations if a.source == "shop"}
+        self.queries = [a for a in annotations if a.source == "user"]
+        self.feed = split_dir / "catalog.jsonl"
+        parsed = parse_feed(self.feed)
+        if parsed.errors:
+            raise ValueError(f"{self.feed}: {parsed.error_count} bad rows, first: {parsed.errors[0].reason}")
+        self.rows = [row for _, row in parsed.rows]
+        self.image_of_sku = {row.sku: Path(row.image_source).stem for row in self.rows}
+        unknown = sorted(set(self.image_of_sku.values()) - set(self.gallery))
+        if unknown:
+            raise ValueError(f"{self.feed} names images without a shop annotation: {unknown[:5]}")
+        self._indexes: dict[str, _Index] = {}
+
+    def close(self) -> None:
+        for index in self._indexes.values():
+            index.resources.close()
+        self._indexes.clear()
+
+    def run(self, config: EvalConfig) -> ConfigResult:
+        index = self._index(config)
+        resources = index.resources
+        seconds = {"ingest": index.seconds}
+        with self._postprocessed(index, config.postprocess, seconds):
+            started = time.perf_counter()
+            detections = self._search_all(resources, config)
+            seconds["queries"] = time.perf_counter() - started
+        categories = dict(self.settings.categories.coarse)
+        scores: RetrievalScores = evaluate(
+            self.queries, detections, self.gallery, category_match=default_category_match(categories)
+        )
+        signature = resources.pipeline.signature
+        self.progress(
+            f"{config.name}: top-1 {scores.topk_accuracy[1]:.3f}, top-20 {scores.topk_accuracy[20]:.3f} "
+            f"({seconds['queries']:.0f} s for {len(self.queries)} query images)"
+        )
+        return ConfigResult(
+            name=config.name,
+            description=config.description,
+            signature=signature.hash,
+            scores=scores,
+            seconds=seconds,
+        )
+
+    # -- the gallery ------------------------------------------------------------------------
+
+    def _index(self, config: EvalConfig) -> _Index:
+        key = config.index_key()
+        if key in self._indexes:
+            return self._indexes[key]
+        root = self.work_dir / key
+        if root.exists():
+            raise ValueError(f"{root} exists: evaluate into a fresh work directory")
+        root.mkdir(parents=True)
+        update: dict[str, object] = {}
+        if config.detectors is not None:
+            update["detectors"] = list(config.detectors)
+        if config.embedders is not None:
+            update["embedders"] = list(config.embedders)
+        settings = self.settings.model_copy(
+            update={
+                **update,
+                "database": self.settings.database.model_copy(
+                    update={"url": f"sqlite:///{root / 'catalog.db'}"}
+                ),
+                "milvus": self.settings.milvus.model_copy(update={"uri": str(root / "milvus.db")}),
+                "queue": self.settings.queue.model_copy(update={"broker_url": None}),
+            }
+        )
+        migrate.upgrade(settings.database)
+        resources = WorkerResources(settings)
+        started = time.perf_counter()
+        self.progress(f"{config.name}: indexing {len(self.rows)} shop images into {root}")
+        failed = self._ingest_annotated(resources) if config.ground_truth_boxes else self._ingest(resources)
+        index = _Index(resources, resources.target_version_id(), time.perf_counter() - started, failed)
+        if failed:
+            self.progress(f"  {len(failed)} gallery images failed: {failed[:3]}")
+        self._indexes[key] = index
+        return index
+
+    def _ingest(self, resources: WorkerResources) -> list[str]:
+        """The real ingestion: submit the feed as a job, process it in-process, report failures."""
+        resources.target_version_id()
+        submitted = submit_rows(
+            resources.database, resources.store, self.rows, source=str(self.feed), created_by="eval"
+        )
+        if submitted.job_id is None:
+            return []
+        InProcessDispatcher(resources).submit(submitted.queued, submitted.job_id)
+        progress = job_progress(resources.database, submitted.job_id)
+        assert progress is not None
+        return [f"{sku}: {reason}" for sku, reason in progress.failures]
+
+    def _ingest_annotated(self, resources: WorkerResources) -> list[str]:
+        """Ground-truth boxes instead of detection: same crops, embedding and index writes."""
+        version_id = resources.target_version_id()
+        submit_rows(resources.database, resources.store, self.rows, source=str(self.feed), created_by="eval")
+        pipeline = resources.pipeline
+        batch_size = self.settings.pipeline.batch_size
+        for start in range(0, len(self.rows), batch_size):
+            batch: list[ItemCrops] = []
+            for row in self.rows[start : start + batch_size]:
+                annotation = self.gallery[self.image_of_sku[row.sku]]
+                loaded = load_image(annotation.image_path, resources.settings.fetch)
+                garments = [_annotated_garment(item) for item in annotation.items]
+                vectors = pipeline.embed_crops(pipeline.crop_garments(loaded.image, garments))
+                crops = [
+                    NewCrop(box=_xyxy(g.box), category=g.category, score=1.0, vector=v, detectors=g.detectors)
+                    for g, v in zip(garments, vectors, strict=True)
+                ]
+                batch.append(ItemCrops(row.sku, loaded.content_sha256, crops))
+            index_items(resources.database, resources.store, version_id, batch)
+        resources.store.flush(resources.store.collection_name(pipeline.signature.hash))
+        return []
+
+    @contextmanager
+    def _postprocessed(
+        self, index: _Index, spec: PostprocessSpec | None, seconds: dict[str, float]
+    ) -> Iterator[None]:
+        """Serve a DBA / PCA-whitened version of the index for the duration (then the base again)."""
+        if spec is None:
+            yield
+            return
+        resources = index.resources
+        started = time.perf_counter()
+        if spec.pca_dim is not None:
+            vectors = resources.store.count(
+                resources.store.collection_name(resources.pipeline.signature.hash)
+            )
+            spec = PostprocessSpec(**{**spec.to_dict(), "pca_dim": min(spec.pca_dim, vectors - 1)})
+        report = build_postprocessed_version(resources.database, resources.store, index.base_version_id, spec)
+        with resources.database.session() as session:
+            activate(session, resources.store, session.get(IndexVersion, report.version_id))
+        seconds["postprocess"] = time.perf_counter() - started
+        try:
+            yield
+        finally:
+            with resources.database.session() as session:
+                base = session.get(IndexVersion, index.base_version_id)
+                if live_version(session) is not base:
+                    activate(session, resources.store, base)
+
+    # -- the queries ------------------------------------------------------------------------
+
+    def _search_all(self, resources: WorkerResources, config: EvalConfig) -> dict[str, list[QueryDetection]]:
+        out: dict[str, list[QueryDetection]] = {}
+        for number, annotation in enumerate(self.queries, 1):
+            image = load_image(annotation.image_path, resources.settings.fetch).image
+            if config.ground_truth_boxes:
+                out[annotation.image_id] = [
+                    self._search(resources, image, config, item)
+                    for item in annotation.items
+                    if item.style > 0
+                ]
+            else:
+                out[annotation.image_id] = self._search_detected(resources, image, config)
+            if number % 25 == 0:
+                self.progress(f"  {number}/{len(self.queries)} query images")
+        return out
+
+    def _query(self, config: EvalConfig, garment: Literal["all"] | Box) -> SimilarQuery:
+        return SimilarQuery(
+            k=RESULTS_PER_QUERY,
+            filter=CatalogFilter(),
+            garment=garment,
+            rerank=config.rerank,
+            query_expansion=config.query_expansion,
+            collapse=False,
+        )
+
+    def _search_detected(
+        self, resources: WorkerResources, image: Image.Image, config: EvalConfig
+    ) -> list[QueryDetection]:
+        try:
+            result = search_similar(resources, image, self._query(config, "all"))
+        except NoGarmentFoundError:
+            return []
+        return [
+            QueryDetection(
+                box=_xyxy(g.garment.box),
+                category=g.garment.category,
+                score=g.garment.score,
+                results=self._crops(g.matches),
+            )
+            for g in result.garments
+        ]
+
+    def _search(
+        self, resources: WorkerResources, image: Image.Image, config: EvalConfig, item: GarmentAnnotation
+    ) -> QueryDetection:
+        result = search_similar(resources, image, self._query(config, Box(*item.box)))
+        [garment] = result.garments
+        return QueryDetection(
+            box=item.box, category=item.category, score=1.0, results=self._crops(garment.matches)
+        )
+
+    def _crops(self, matches: Sequence[Match]) -> tuple[RetrievedCrop, ...]:
+        return tuple(
+            RetrievedCrop(gallery_image_id=self.image_of_sku[m.sku], box=tuple(m.crop_box)) for m in matches
+        )
+
+
+def _annotated_garment(item: GarmentAnnotation) -> FusedDetection:
+    return FusedDetection(box=Box(*item.box), score=1.0, category=item.category, detectors=("ground_truth",))
+
+
+def _xyxy(box: Box) -> tuple[float, float, float, float]:
+    return (box.x1, box.y1, box.x2, box.y2)
