@@ -33,7 +33,7 @@ from clothes_search.sample_data import build_sample_set
 @click.option(
     "--user-per-pair",
     type=click.IntRange(min=1),
-    default=1,
+    default=2,
     show_default=True,
     help="Consumer images per pair of 2-3 items.",
 )

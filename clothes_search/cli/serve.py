@@ -24,7 +24,11 @@ def warm_app(app: Flask) -> None:
     resources.pipeline.analyse([Image.new("RGB", (64, 64), "white")])  # first-call allocations
     with resources.database.session():
         pass
-    resources.store.list_collections()  # connects (and takes Milvus Lite's file lock) now, not mid-request
+    store = resources.store
+    store.list_collections()  # connects (and takes Milvus Lite's file lock) now, not mid-request
+    live = store.resolve_alias(store.settings.live_alias)
+    if live is not None:
+        store.load(live)  # a reopened Milvus Lite file starts with its collections released
 
 
 def build_app(settings: Settings) -> Flask:

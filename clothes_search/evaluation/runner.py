@@ -1,6 +1,7 @@
 """Run the retrieval protocol through the product's own paths.
 
-Gallery: the split's shop images, ingested from its ``catalog.jsonl`` by the real in-process
+Gallery: the split's shop images, ingested from its ``catalog.jsonl`` (or, without one, as in
+the real DeepFashion2, one item per shop image) by the real in-process
 ingestion (feed → items → queue → detect, fuse, embed → Milvus + database) into a fresh index
 (SQLite + embedded Milvus Lite under a work directory). In ground-truth-box mode detection is
 skipped on both sides: the annotated boxes are cropped and embedded by the same pipeline and
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Literal
 
 from PIL import Image
 
-from clothes_search.evaluation.deepfashion2 import GarmentAnnotation, read_split
+from clothes_search.evaluation.deepfashion2 import GarmentAnnotation, ImageAnnotation, read_split
 from clothes_search.evaluation.protocol import (
     QueryDetection,
     RetrievalScores,
@@ -40,7 +41,7 @@ from db.indexing import ItemCrops, NewCrop, index_items
 from db.models import IndexVersion
 from db.postprocessed_versions import PostprocessSpec, build_postprocessed_version
 from ingestion.detection import Box, FusedDetection
-from ingestion.feed import parse_feed
+from ingestion.feed import CatalogRow, parse_feed
 from ingestion.images import load_image
 from search.similar import Match, NoGarmentFoundError, SimilarQuery, search_similar
 from workers.dispatch import InProcessDispatcher
@@ -96,10 +97,14 @@ class Evaluation:
         self.gallery = {a.image_id: a for a in annotations if a.source == "shop"}
         self.queries = [a for a in annotations if a.source == "user"]
         self.feed = split_dir / "catalog.jsonl"
-        parsed = parse_feed(self.feed)
-        if parsed.errors:
-            raise ValueError(f"{self.feed}: {parsed.error_count} bad rows, first: {parsed.errors[0].reason}")
-        self.rows = [row for _, row in parsed.rows]
+        if self.feed.is_file():
+            parsed = parse_feed(self.feed)
+            if parsed.errors:
+                first = parsed.errors[0].reason
+                raise ValueError(f"{self.feed}: {parsed.error_count} bad rows, first: {first}")
+            self.rows = [row for _, row in parsed.rows]
+        else:  # real DeepFashion2 has no catalog: one item per shop image
+            self.rows = gallery_feed(self.gallery.values())
         self.image_of_sku = {row.sku: Path(row.image_source).stem for row in self.rows}
         unknown = sorted(set(self.image_of_sku.values()) - set(self.gallery))
         if unknown:
@@ -115,7 +120,8 @@ class Evaluation:
         index = self._index(config)
         resources = index.resources
         seconds = {"ingest": index.seconds}
-        with self._postprocessed(index, config.postprocess, seconds):
+        notes: list[str] = []
+        with self._postprocessed(index, config.postprocess, seconds, notes):
             started = time.perf_counter()
             detections = self._search_all(resources, config)
             seconds["queries"] = time.perf_counter() - started
@@ -130,7 +136,7 @@ class Evaluation:
         )
         return ConfigResult(
             name=config.name,
-            description=config.description,
+            description=" ".join([config.description, *notes]),
             signature=signature.hash,
             scores=scores,
             seconds=seconds,
@@ -209,7 +215,7 @@ class Evaluation:
 
     @contextmanager
     def _postprocessed(
-        self, index: _Index, spec: PostprocessSpec | None, seconds: dict[str, float]
+        self, index: _Index, spec: PostprocessSpec | None, seconds: dict[str, float], notes: list[str]
     ) -> Iterator[None]:
         """Serve a DBA / PCA-whitened version of the index for the duration (then the base again)."""
         if spec is None:
@@ -223,6 +229,7 @@ class Evaluation:
             )
             spec = PostprocessSpec(**{**spec.to_dict(), "pca_dim": min(spec.pca_dim, vectors - 1)})
         report = build_postprocessed_version(resources.database, resources.store, index.base_version_id, spec)
+        notes.append(f"[{spec.describe()}, over {report.vectors} indexed vectors]")
         with resources.database.session() as session:
             activate(session, resources.store, session.get(IndexVersion, report.version_id))
         seconds["postprocess"] = time.perf_counter() - started
@@ -292,6 +299,21 @@ class Evaluation:
         return tuple(
             RetrievedCrop(gallery_image_id=self.image_of_sku[m.sku], box=tuple(m.crop_box)) for m in matches
         )
+
+
+def gallery_feed(shop_images: Iterable[ImageAnnotation]) -> list[CatalogRow]:
+    """Catalog rows for a split without ``catalog.jsonl``: one item per shop image."""
+    return [
+        CatalogRow.model_validate(
+            {
+                "sku": f"shop-{a.image_id}",
+                "image_path": str(a.image_path),
+                "category": a.items[0].category if a.items else "",
+                "attributes": {"pair_id": a.pair_id},
+            }
+        )
+        for a in shop_images
+    ]
 
 
 def _annotated_garment(item: GarmentAnnotation) -> FusedDetection:

@@ -202,7 +202,7 @@ def build_sample_set(
     validation_items: int = 60,
     train_items: int = 240,
     shop_per_item: int = 2,
-    user_per_pair: int = 1,
+    user_per_pair: int = 2,
     progress: Progress | None = None,
     overwrite: bool = False,
     sources: SampleSources | None = None,
