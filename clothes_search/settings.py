@@ -75,6 +75,7 @@ class EmbedderBackend(StrEnum):
     EFFICIENTNET_LITE = "efficientnet_lite"
     OPEN_CLIP = "open_clip"
     TORCHVISION = "torchvision"
+    TRAINED = "trained"
 
 
 class ResizeMode(StrEnum):

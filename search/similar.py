@@ -88,7 +88,7 @@ class _Stopwatch:
             self.timings[name] = self.timings.get(name, 0.0) + (time.perf_counter() - start) * 1000
 
 
-def _choose_garments(
+def choose_garments(
     resources: WorkerResources, image: Image.Image, choice: GarmentChoice
 ) -> list[FusedDetection]:
     if isinstance(choice, Box):
@@ -117,7 +117,7 @@ def search_similar(
     watch = _Stopwatch(timings if timings is not None else {})
     pipeline = resources.pipeline
     with watch.stage("detect"):
-        garments = _choose_garments(resources, image, query.garment)
+        garments = choose_garments(resources, image, query.garment)
     with watch.stage("embed"):
         vectors = pipeline.embed_crops(pipeline.crop_garments(image, garments))
     with watch.stage("db"), resources.database.session() as session:

@@ -16,6 +16,7 @@ from clothes_search.cli import main
 from clothes_search.evaluation.ablation import ablation_configs
 from clothes_search.evaluation.deepfashion2 import read_split
 from clothes_search.evaluation.runner import EvalConfig, Evaluation
+from clothes_search.evaluation.tuning import WEIGHT_GRID, tune_rerank
 from clothes_search.sample_data import build_sample_set
 from clothes_search.settings import Settings
 from ingestion.pipeline import Pipeline
@@ -123,3 +124,38 @@ def test_ablation_rows_cover_the_papers_comparisons():
     assert configs["full"].index_key() == configs["+ QE"].index_key() == configs["no re-ranking"].index_key()
     assert configs["full"].index_key() != configs["detector: pose_mask"].index_key()
     assert configs["GT boxes"].index_key() == configs["GT boxes, no re-ranking"].index_key()
+
+
+def test_tuning_reorders_candidates_exactly_as_the_search_service(sample, settings, tmp_path):
+    """The tuner's no-re-ranking and k1=20/k2=6/λ=0.3 trials equal real searches with those settings."""
+    evaluation = Evaluation(settings, sample / "validation", tmp_path / "work", progress=lambda _m: None)
+    try:
+        gt = EvalConfig("gt", "ground truth", ground_truth_boxes=True)
+        _, trials = tune_rerank(evaluation, gt, progress=lambda _m: None)
+        by_label = {t.label: t.scores for t in trials}
+        for rerank, label in (("none", "none"), ("k_reciprocal", "k-reciprocal k1=20 k2=6 λ=0.3")):
+            searched = evaluation.run(
+                EvalConfig("gt", "ground truth", ground_truth_boxes=True, rerank=rerank)
+            )
+            assert by_label[label].topk_accuracy == searched.scores.topk_accuracy
+            assert by_label[label].map_at_20 == pytest.approx(searched.scores.map_at_20)
+    finally:
+        evaluation.close()
+    assert len(trials) == 1 + 27
+
+
+def test_eval_tune_chooses_on_train_and_applies_to_validation(sample, models_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOTHES_SEARCH_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("CLOTHES_SEARCH_DETECTORS", json.dumps(MODELS["detectors"]))
+    two = [{"name": "a", "backend": "efficientnet_lite", "model": "lite0"},
+           {"name": "b", "backend": "efficientnet_lite", "model": "lite1"}]  # fmt: skip
+    monkeypatch.setenv("CLOTHES_SEARCH_EMBEDDERS", json.dumps(two))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["eval", str(sample), "--tune", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| tuned on train: pipeline" in result.output
+    tuned = Settings.load(out / "tuned.toml", models_dir=models_dir)
+    assert [e.name for e in tuned.embedders] == ["a", "b"] and tuned.embedders[0].weight == 1.0
+    assert tuned.embedders[1].weight in WEIGHT_GRID
+    report = (out / "tune.md").read_text()
+    assert "k-reciprocal k1=5 k2=1 λ=0.3" in report and "weights a=1, b=2" in report

@@ -217,14 +217,14 @@ def test_catalog_feed_parses_and_describes_the_shop_images(sample_set: Path) -> 
 def test_manifest_counts_the_files_and_licenses_name_the_sources(sample_set: Path) -> None:
     manifest = json.loads((sample_set / "manifest.json").read_text())
     assert manifest["seed"] == 0
-    assert manifest["flags"] == {**SIZES, "shop_per_item": 2, "user_per_pair": 1}
+    assert manifest["flags"] == {**SIZES, "shop_per_item": 2, "user_per_pair": 2}
     for split in SPLITS:
         annotations = _annotations(sample_set / split).values()
         counts = manifest["splits"][split]
         assert counts["items"] == SIZES[f"{split}_items"]
         assert counts["shop_images"] == 2 * counts["items"]
         assert counts["shop_images"] == sum(a["source"] == "shop" for a in annotations)
-        assert counts["user_images"] == counts["pairs"] == sum(a["source"] == "user" for a in annotations)
+        assert counts["user_images"] == 2 * counts["pairs"] == sum(a["source"] == "user" for a in annotations)
         user = [g for a in annotations if a["source"] == "user" for g in _garments(a)]
         assert counts["query_items"] == sum(g["style"] > 0 for g in user)
         assert counts["distractors"] == sum(g["style"] == 0 for g in user)

@@ -9,6 +9,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -18,6 +20,14 @@ from clothes_search.errors import ClothesSearchError
 from clothes_search.evaluation.ablation import ablation_configs, main_config
 from clothes_search.evaluation.report import ConfigResult, markdown_table, plot_topk, write_json
 from clothes_search.evaluation.runner import Evaluation
+from clothes_search.evaluation.tuning import (
+    apply_tuning,
+    trials_table,
+    tune_concat_weights,
+    tune_rerank,
+    tuned_toml,
+)
+from clothes_search.settings import Settings
 
 
 @click.command("eval")
@@ -33,6 +43,8 @@ from clothes_search.evaluation.runner import Evaluation
 )
 @click.option("--ablation", is_flag=True, help="Run the paper's ablations and print one table.")
 @click.option("--gt-boxes", is_flag=True, help="Also score the ground-truth-box mode (no detection).")
+@click.option("--tune", is_flag=True, help="Tune re-ranking and concatenation weights on --tune-split first.")
+@click.option("--tune-split", default="train", show_default=True, help="The split the tuning runs on.")
 @click.option(
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -46,13 +58,17 @@ def evaluate(
     out_dir: Path,
     ablation: bool,
     gt_boxes: bool,
+    tune: bool,
+    tune_split: str,
     work_dir: Path | None,
 ) -> None:
     """Score retrieval on DATA/SPLIT (DeepFashion2 format: image/, annos/, optional catalog.jsonl).
 
     Gallery = the shop images, ingested into a fresh index; queries = the consumer images, searched
     through the real search path. Prints top-1/5/10/15/20 accuracy and mAP@20. Without a
-    catalog.jsonl (real DeepFashion2) each shop image is one catalog item.
+    catalog.jsonl (real DeepFashion2) each shop image is one catalog item. With --tune, the
+    re-ranking parameters and per-model concatenation weights are chosen on --tune-split and the
+    table adds the configuration with them, applied unchanged to SPLIT.
     """
     settings = cli.settings
     split_dir = data / split
@@ -63,18 +79,33 @@ def evaluate(
         configs.append(main_config(settings, ground_truth_boxes=True))
     temporary = work_dir is None
     root = Path(tempfile.mkdtemp(prefix="clothes-search-eval-")) if work_dir is None else work_dir
+    echo = lambda message: click.echo(message, err=True)  # noqa: E731
     started = time.perf_counter()
     results: list[ConfigResult] = []
-    evaluation = None
+    counts = {"queries": 0, "gallery_images": 0}
     try:
-        evaluation = Evaluation(settings, split_dir, root, progress=lambda m: click.echo(m, err=True))
-        for config in configs:
-            results.append(evaluation.run(config))
+        plans = [(settings, configs)]
+        if tune:
+            tuned, report = _tune(settings, data / tune_split, root / "tune", echo)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "tune.md").write_text(report)
+            (out_dir / "tuned.toml").write_text(tuned_toml(tuned))
+            tuned_configs = [main_config(tuned)] + (
+                [main_config(tuned, ground_truth_boxes=True)] if gt_boxes else []
+            )
+            plans.append(
+                (tuned, [replace(c, name=f"tuned on {tune_split}: {c.name}") for c in tuned_configs])
+            )
+        for number, (plan_settings, plan_configs) in enumerate(plans):
+            evaluation = Evaluation(plan_settings, split_dir, root / f"run{number}", progress=echo)
+            try:
+                results.extend(evaluation.run(config) for config in plan_configs)
+                counts = {"queries": len(evaluation.queries), "gallery_images": len(evaluation.gallery)}
+            finally:
+                evaluation.close()
     except (ClothesSearchError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
-        if evaluation is not None:
-            evaluation.close()
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
     elapsed = time.perf_counter() - started
@@ -85,12 +116,38 @@ def evaluate(
         "data": str(split_dir.resolve()),
         "seconds": round(elapsed, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-        "queries": len(evaluation.queries) if evaluation else 0,
-        "gallery_images": len(evaluation.gallery) if evaluation else 0,
+        **counts,
     }
     (out_dir / "eval.md").write_text(table + "\n")
     write_json(results, out_dir / "eval.json", extra)
     plot_topk(results, out_dir / "eval.png", title=f"top-k accuracy on {split_dir.name}")
     click.echo(table)
-    counts = f"{extra['queries']} query images, {extra['gallery_images']} gallery images"
-    click.echo(f"\n{counts}, {elapsed:.0f} s; wrote {out_dir / 'eval.md'}, eval.json, eval.png")
+    summary = f"{extra['queries']} query images, {extra['gallery_images']} gallery images"
+    click.echo(f"\n{summary}, {elapsed:.0f} s; wrote {out_dir / 'eval.md'}, eval.json, eval.png")
+    if tune:
+        click.echo(f"tuned values: {out_dir / 'tuned.toml'} (trials: {out_dir / 'tune.md'})")
+
+
+def _tune(
+    settings: Settings, split_dir: Path, work_dir: Path, echo: Callable[[str], None]
+) -> tuple[Settings, str]:
+    """Choose re-ranking and concatenation weights on ``split_dir``; the tuned settings and a report."""
+    echo(f"tuning on {split_dir}")
+    evaluation = Evaluation(settings, split_dir, work_dir, progress=echo)
+    try:
+        rerank, rerank_trials = tune_rerank(evaluation, main_config(settings), echo)
+        weights, weight_trials = None, []
+        if len(settings.embedders) > 1:
+            weights, weight_trials = tune_concat_weights(
+                evaluation, main_config(settings, ground_truth_boxes=True), echo
+            )
+    finally:
+        evaluation.close()
+    report = [
+        f"# Tuning on {split_dir}",
+        "",
+        trials_table("re-ranking (configured detectors)", rerank_trials),
+    ]
+    if weight_trials:
+        report += ["", trials_table("concatenation weights (ground-truth boxes, cosine)", weight_trials)]
+    return apply_tuning(settings, rerank, weights), "\n".join(report) + "\n"

@@ -110,6 +110,7 @@ class Evaluation:
         if unknown:
             raise ValueError(f"{self.feed} names images without a shop annotation: {unknown[:5]}")
         self._indexes: dict[str, _Index] = {}
+        self.category_match = default_category_match(dict(settings.categories.coarse))
 
     def close(self) -> None:
         for index in self._indexes.values():
@@ -125,9 +126,8 @@ class Evaluation:
             started = time.perf_counter()
             detections = self._search_all(resources, config)
             seconds["queries"] = time.perf_counter() - started
-        categories = dict(self.settings.categories.coarse)
         scores: RetrievalScores = evaluate(
-            self.queries, detections, self.gallery, category_match=default_category_match(categories)
+            self.queries, detections, self.gallery, category_match=self.category_match
         )
         signature = resources.pipeline.signature
         self.progress(
@@ -141,6 +141,10 @@ class Evaluation:
             scores=scores,
             seconds=seconds,
         )
+
+    def index_resources(self, config: EvalConfig) -> WorkerResources:
+        """The resources (models, database, Milvus) of ``config``'s gallery index, built if new."""
+        return self._index(config).resources
 
     # -- the gallery ------------------------------------------------------------------------
 
@@ -202,7 +206,7 @@ class Evaluation:
             for row in self.rows[start : start + batch_size]:
                 annotation = self.gallery[self.image_of_sku[row.sku]]
                 loaded = load_image(annotation.image_path, resources.settings.fetch)
-                garments = [_annotated_garment(item) for item in annotation.items]
+                garments = [annotated_garment(item) for item in annotation.items]
                 vectors = pipeline.embed_crops(pipeline.crop_garments(loaded.image, garments))
                 crops = [
                     NewCrop(box=_xyxy(g.box), category=g.category, score=1.0, vector=v, detectors=g.detectors)
@@ -316,7 +320,7 @@ def gallery_feed(shop_images: Iterable[ImageAnnotation]) -> list[CatalogRow]:
     ]
 
 
-def _annotated_garment(item: GarmentAnnotation) -> FusedDetection:
+def annotated_garment(item: GarmentAnnotation) -> FusedDetection:
     return FusedDetection(box=Box(*item.box), score=1.0, category=item.category, detectors=("ground_truth",))
 
 

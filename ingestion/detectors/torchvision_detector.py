@@ -2,8 +2,10 @@
 
 This is how a detector trained on DeepFashion2 plugs in. The checkpoint is either a bare
 state dict (then ``model`` and ``categories`` come from the configuration) or a dict
-``{"arch": str, "categories": [...], "state_dict": {...}}`` as the training command writes.
-``categories[0]`` is the background class.
+``{"arch": str, "categories": [...], "state_dict": {...}}`` as ``clothes-search train detector``
+writes (it adds ``image_size``, the longer image side the model was trained at).
+``categories[0]`` is the background class. Besides torchvision's own architectures, the
+EfficientNet-Lite detectors of :mod:`ingestion.detectors.efficientnet_lite_detector` load too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from torchvision.transforms.functional import pil_to_tensor
 from ingestion.categories import CategoryVocabulary
 from ingestion.checkpoints import load_checkpoint, load_weights_into, require_file, state_dict_of
 from ingestion.detection import Box, Detection, Detector
+from ingestion.detectors.efficientnet_lite_detector import ARCHS as EFFICIENTNET_LITE_ARCHS
+from ingestion.detectors.efficientnet_lite_detector import DEFAULT_IMAGE_SIZE, build_detector
 from ingestion.errors import ModelConfigError
 
 SUPPORTED = (
@@ -31,6 +35,7 @@ SUPPORTED = (
     "fcos_resnet50_fpn",
     "ssd300_vgg16",
     "ssdlite320_mobilenet_v3_large",
+    *EFFICIENTNET_LITE_ARCHS,
 )
 
 
@@ -77,14 +82,21 @@ class TorchvisionDetector(Detector):
             )
         # validate the names now, not at the first detection
         self._names = ["__background__", *(self.vocabulary.canonical(c) for c in list(categories)[1:])]
+        model = self._build(arch, len(categories), raw)
+        load_weights_into(model, state_dict_of(raw), what)
+        self._model = model.to(self.device).eval()
+
+    def _build(self, arch: str, num_classes: int, checkpoint: dict[str, object]) -> torch.nn.Module:
+        if arch in EFFICIENTNET_LITE_ARCHS:
+            # the size it was trained at, unless the configuration's options say otherwise
+            image_size = self.options.get("image_size") or checkpoint.get("image_size") or DEFAULT_IMAGE_SIZE
+            return build_detector(arch, num_classes, int(image_size), pretrained_backbone=False)
         kwargs = {
             k: v for k, v in self.options.items() if k in ("min_size", "max_size", "box_detections_per_img")
         }
-        model = torchvision.models.get_model(
-            arch, weights=None, weights_backbone=None, num_classes=len(categories), **kwargs
+        return torchvision.models.get_model(
+            arch, weights=None, weights_backbone=None, num_classes=num_classes, **kwargs
         )
-        load_weights_into(model, state_dict_of(raw), what)
-        self._model = model.to(self.device).eval()
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         self.load()

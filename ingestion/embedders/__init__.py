@@ -23,6 +23,10 @@ def build_embedder(config: EmbedderConfig, device: torch.device) -> Embedder:
             from ingestion.embedders.torchvision_backbone import TorchvisionEmbedder
 
             return TorchvisionEmbedder(config, device)
+        case EmbedderBackend.TRAINED:
+            from ingestion.embedders.trained import TrainedEmbedder
+
+            return TrainedEmbedder(config, device)
     raise ValueError(f"unknown embedder backend {config.backend!r}")
 
 

@@ -1,0 +1,283 @@
+"""``eval --tune``: choose post-processing parameters on the train split, apply them unchanged elsewhere.
+
+Searched, each by the mean of the top-1/5/10/15/20 accuracies of the protocol on the train split:
+
+- **re-ranking** (none, or k-reciprocal over a k1 × k2 × λ grid), with the configured pipeline: the
+  query garments are detected, embedded and searched once (Milvus top-K' candidates and their
+  stored vectors), then every parameter set re-orders the same candidates exactly as the search
+  service does (:func:`search.rerank.k_reciprocal_rerank`, scores ``1 - distance``);
+- **per-model concatenation weights**, in ground-truth-box mode (isolates the embeddings): each
+  model's L2-normalised features of the train crops are computed once and re-weighted in numpy
+  (:func:`ingestion.signature.concatenate_features`), gallery ranked by cosine similarity.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+
+from clothes_search.evaluation.deepfashion2 import GarmentAnnotation, ImageAnnotation
+from clothes_search.evaluation.protocol import QueryDetection, RetrievalScores, RetrievedCrop, evaluate
+from clothes_search.evaluation.runner import RESULTS_PER_QUERY, EvalConfig, Evaluation, annotated_garment
+from clothes_search.settings import Settings
+from db.index_versions import live_version
+from db.models import Crop, Item
+from db.postprocessed_versions import version_transform
+from ingestion.detection import Box, FusedDetection
+from ingestion.images import load_image
+from ingestion.pipeline import Pipeline
+from ingestion.signature import concatenate_features
+from search.rerank import k_reciprocal_rerank
+from search.similar import NoGarmentFoundError, choose_garments
+from workers.resources import WorkerResources
+
+K1_GRID = (5, 10, 20)
+K2_GRID = (1, 3, 6)
+LAMBDA_GRID = (0.3, 0.6, 0.9)
+WEIGHT_GRID = (0.5, 1.0, 2.0)  # relative to the first model's weight (fixed at 1)
+
+
+@dataclass(frozen=True)
+class RerankChoice:
+    """``k1 = 0``: no re-ranking (cosine order)."""
+
+    k1: int = 0
+    k2: int = 0
+    lambda_value: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.k1 > 0
+
+    def describe(self) -> str:
+        return f"k-reciprocal k1={self.k1} k2={self.k2} λ={self.lambda_value}" if self.enabled else "none"
+
+
+@dataclass
+class Trial:
+    label: str
+    scores: RetrievalScores
+
+    @property
+    def objective(self) -> float:
+        return float(np.mean(list(self.scores.topk_accuracy.values())))
+
+
+@dataclass
+class _Candidates:
+    detection: QueryDetection  # box, category, score; results filled per trial
+    probe: np.ndarray  # (d,) the query vector in the index's space
+    crops: list[RetrievedCrop]  # candidates with a crop row, in ANN order
+    vectors: np.ndarray  # (K', d) their stored vectors
+
+
+def rerank_grid() -> list[RerankChoice]:
+    grid = [RerankChoice(k1, k2, lam) for k1, k2, lam in itertools.product(K1_GRID, K2_GRID, LAMBDA_GRID)]
+    return [RerankChoice(), *grid]
+
+
+def tune_rerank(
+    evaluation: Evaluation, config: EvalConfig, progress: Callable[[str], None]
+) -> tuple[RerankChoice, list[Trial]]:
+    """The best re-ranking for ``config``'s pipeline on ``evaluation``'s split, and every trial."""
+    candidates = _collect_candidates(evaluation, config)
+    trials: list[tuple[RerankChoice, Trial]] = []
+    for choice in rerank_grid():
+        detections = {
+            image_id: [_ranked(c, choice) for c in garments] for image_id, garments in candidates.items()
+        }
+        scores = _evaluate(evaluation, detections)
+        trials.append((choice, Trial(choice.describe(), scores)))
+    best = max(trials, key=lambda t: t[1].objective)
+    progress(f"re-ranking: best {best[0].describe()} (objective {best[1].objective:.3f})")
+    return best[0], [t for _, t in trials]
+
+
+def tune_concat_weights(
+    evaluation: Evaluation, config: EvalConfig, progress: Callable[[str], None]
+) -> tuple[tuple[float, ...], list[Trial]]:
+    """Per-model weights of the concatenation, in ground-truth-box mode, cosine ranking."""
+    pipeline = evaluation.index_resources(config).pipeline
+    pipeline.load()
+    embedders = pipeline.embedders
+    gallery_keys, gallery_features = _gt_features(evaluation, pipeline, list(evaluation.gallery.values()))
+    query_keys, query_features = _gt_features(evaluation, pipeline, evaluation.queries, styled_only=True)
+    trials: list[tuple[tuple[float, ...], Trial]] = []
+    for rest in itertools.product(WEIGHT_GRID, repeat=len(embedders) - 1):
+        weights = (1.0, *rest)
+        gallery = concatenate_features(gallery_features, weights)
+        queries = concatenate_features(query_features, weights)
+        order = np.argsort(-(queries @ gallery.T), axis=1, kind="stable")[:, :RESULTS_PER_QUERY]
+        detections: dict[str, list[QueryDetection]] = {}
+        for (image_id, item), row in zip(query_keys, order, strict=True):
+            results = tuple(RetrievedCrop(gallery_keys[j][0], gallery_keys[j][1].box) for j in row)
+            detections.setdefault(image_id, []).append(QueryDetection(item.box, item.category, 1.0, results))
+        label = "weights " + ", ".join(f"{e.name}={w:g}" for e, w in zip(embedders, weights, strict=True))
+        trials.append((weights, Trial(label, _evaluate(evaluation, detections))))
+    best = max(trials, key=lambda t: t[1].objective)
+    progress(f"concatenation: best {best[1].label} (objective {best[1].objective:.3f})")
+    return best[0], [t for _, t in trials]
+
+
+def _evaluate(evaluation: Evaluation, detections: dict[str, list[QueryDetection]]) -> RetrievalScores:
+    return evaluate(
+        evaluation.queries, detections, evaluation.gallery, category_match=evaluation.category_match
+    )
+
+
+def _ranked(candidates: _Candidates, choice: RerankChoice) -> QueryDetection:
+    if not candidates.crops:
+        order: Sequence[int] = []
+    elif choice.enabled:
+        distance = k_reciprocal_rerank(
+            candidates.probe[None, :], candidates.vectors, choice.k1, choice.k2, choice.lambda_value
+        )[0]
+        order = np.argsort(distance, kind="stable")
+    else:
+        order = np.argsort(-(candidates.vectors @ candidates.probe), kind="stable")
+    d = candidates.detection
+    results = tuple(candidates.crops[i] for i in list(order)[:RESULTS_PER_QUERY])
+    return QueryDetection(d.box, d.category, d.score, results)
+
+
+def _collect_candidates(evaluation: Evaluation, config: EvalConfig) -> dict[str, list[_Candidates]]:
+    """Detect, embed and search every query once; keep the candidates with their stored vectors."""
+    resources = evaluation.index_resources(config)
+    store, pipeline = resources.store, resources.pipeline
+    depth = resources.settings.search.rerank_depth
+    with resources.database.session() as session:
+        version = live_version(session)
+        assert version is not None
+        collection, rows_version_id = version.collection_name, version.rows_version_id
+        transform = version_transform(version)
+    out: dict[str, list[_Candidates]] = {}
+    for annotation in evaluation.queries:
+        image = load_image(annotation.image_path, resources.settings.fetch).image
+        garments: list[FusedDetection]
+        if config.ground_truth_boxes:
+            boxes = [Box(*item.box) for item in annotation.items if item.style > 0]
+            garments = [g for box in boxes for g in choose_garments(resources, image, box)]
+            categories = [item.category for item in annotation.items if item.style > 0]
+        else:
+            try:
+                garments = choose_garments(resources, image, "all")
+            except NoGarmentFoundError:
+                garments = []
+            categories = [g.category for g in garments]
+        if not garments:
+            out[annotation.image_id] = []
+            continue
+        vectors = pipeline.embed_crops(pipeline.crop_garments(image, garments))
+        if transform is not None:
+            vectors = transform.queries(vectors)
+        hits = store.search(collection, vectors, limit=depth)
+        garment_candidates = []
+        for garment, category, vector, row in zip(garments, categories, vectors, hits, strict=True):
+            crops = _crop_rows(evaluation, resources, rows_version_id, [h.id for h in row])
+            stored = store.get_vectors(collection, list(crops))
+            ids = [h.id for h in row if h.id in crops and h.id in stored]
+            box = (garment.box.x1, garment.box.y1, garment.box.x2, garment.box.y2)
+            garment_candidates.append(
+                _Candidates(
+                    detection=QueryDetection(box, category, garment.score, ()),
+                    probe=vector,
+                    crops=[crops[i] for i in ids],
+                    vectors=np.stack([stored[i] for i in ids]) if ids else np.zeros((0, vectors.shape[1])),
+                )
+            )
+        out[annotation.image_id] = garment_candidates
+    return out
+
+
+def _crop_rows(
+    evaluation: Evaluation, resources: WorkerResources, version_id: int, ids: list[int]
+) -> dict[int, RetrievedCrop]:
+    """The candidates that have a crop row (the database is the truth), as gallery crops."""
+    with resources.database.session() as session:
+        rows = session.execute(
+            select(Crop.id, Item.sku, Crop.x1, Crop.y1, Crop.x2, Crop.y2)
+            .join(Item, Crop.item_id == Item.id)
+            .where(Crop.id.in_(ids), Crop.index_version_id == version_id)
+        ).all()
+    return {
+        crop_id: RetrievedCrop(evaluation.image_of_sku[sku], (x1, y1, x2, y2))
+        for crop_id, sku, x1, y1, x2, y2 in rows
+    }
+
+
+def _gt_features(
+    evaluation: Evaluation,
+    pipeline: Pipeline,
+    annotations: Sequence[ImageAnnotation],
+    styled_only: bool = False,
+) -> tuple[list[tuple[str, GarmentAnnotation]], list[np.ndarray]]:
+    """Each model's features of the annotated garments' crops: (image id, garment) keys, (N, d_i) arrays."""
+    keys: list[tuple[str, GarmentAnnotation]] = []
+    crops = []
+    for annotation in annotations:
+        items = [item for item in annotation.items if item.style > 0 or not styled_only]
+        if not items:
+            continue
+        image = load_image(annotation.image_path, evaluation.settings.fetch).image
+        garments = [annotated_garment(item) for item in items]
+        crops.extend(pipeline.crop_garments(image, garments))
+        keys.extend((annotation.image_id, item) for item in items)
+    batch = evaluation.settings.pipeline.effective_forward_batch_size()
+    return keys, [embedder.embed(crops, batch_size=batch) for embedder in pipeline.embedders]
+
+
+def apply_tuning(settings: Settings, rerank: RerankChoice, weights: Sequence[float] | None) -> Settings:
+    """The settings with the chosen re-ranking and concatenation weights."""
+    search = settings.search.model_copy(
+        update={
+            "rerank": "k_reciprocal",
+            "k1": rerank.k1,
+            "k2": rerank.k2,
+            "lambda_value": rerank.lambda_value,
+        }
+        if rerank.enabled
+        else {"rerank": "none"}
+    )
+    embedders = settings.embedders
+    if weights is not None:
+        embedders = [e.model_copy(update={"weight": w}) for e, w in zip(embedders, weights, strict=True)]
+    return settings.model_copy(update={"search": search, "embedders": embedders})
+
+
+def tuned_toml(settings: Settings) -> str:
+    """A config-file fragment with the tuned values (``clothes-search --config tuned.toml ...``)."""
+    s = settings.search
+    lines = [
+        "# chosen by `clothes-search eval --tune` on the train split",
+        "[search]",
+        f'rerank = "{s.rerank}"',
+    ]
+    if s.rerank == "k_reciprocal":
+        lines += [f"k1 = {s.k1}", f"k2 = {s.k2}", f"lambda_value = {s.lambda_value}"]
+    for embedder in settings.embedders:
+        lines += ["", "[[embedders]]"]
+        fields = embedder.model_dump(mode="json", exclude_defaults=True)
+        fields.setdefault("weight", embedder.weight)
+        lines += [
+            f"{key} = {json.dumps(value)}" for key, value in fields.items() if not isinstance(value, dict)
+        ]
+        if embedder.options:
+            lines.append(
+                f"options = {{ {', '.join(f'{k} = {json.dumps(v)}' for k, v in embedder.options.items())} }}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def trials_table(title: str, trials: Sequence[Trial]) -> str:
+    ks = sorted({k for t in trials for k in t.scores.topk_accuracy})
+    head = f"| {title} | " + " | ".join(f"top-{k}" for k in ks) + " | mean |"
+    rows = [head, "|" + "---|" * (len(ks) + 2)]
+    for trial in sorted(trials, key=lambda t: -t.objective):
+        cells = " | ".join(f"{trial.scores.topk_accuracy[k]:.3f}" for k in ks)
+        rows.append(f"| {trial.label} | {cells} | {trial.objective:.3f} |")
+    return "\n".join(rows)

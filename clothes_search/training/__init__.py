@@ -1,0 +1,1 @@
+"""Training detectors and embedders for clothes on DeepFashion2-format data (see docs/evaluation.md)."""
