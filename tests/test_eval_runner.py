@@ -16,7 +16,7 @@ from clothes_search.cli import main
 from clothes_search.evaluation.ablation import ablation_configs
 from clothes_search.evaluation.deepfashion2 import read_split
 from clothes_search.evaluation.runner import EvalConfig, Evaluation
-from clothes_search.evaluation.tuning import WEIGHT_GRID, tune_rerank
+from clothes_search.evaluation.tuning import IOU_GRID, WEIGHT_GRID, tune_rerank
 from clothes_search.sample_data import build_sample_set
 from clothes_search.settings import Settings
 from ingestion.pipeline import Pipeline
@@ -146,7 +146,9 @@ def test_tuning_reorders_candidates_exactly_as_the_search_service(sample, settin
 
 def test_eval_tune_chooses_on_train_and_applies_to_validation(sample, models_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("CLOTHES_SEARCH_MODELS_DIR", str(models_dir))
-    monkeypatch.setenv("CLOTHES_SEARCH_DETECTORS", json.dumps(MODELS["detectors"]))
+    detectors = [{"name": "whole", "backend": "whole_image"},
+                 {"name": "whole_low", "backend": "whole_image", "options": {"score": 0.5}}]  # fmt: skip
+    monkeypatch.setenv("CLOTHES_SEARCH_DETECTORS", json.dumps(detectors))
     two = [{"name": "a", "backend": "efficientnet_lite", "model": "lite0"},
            {"name": "b", "backend": "efficientnet_lite", "model": "lite1"}]  # fmt: skip
     monkeypatch.setenv("CLOTHES_SEARCH_EMBEDDERS", json.dumps(two))
@@ -159,3 +161,5 @@ def test_eval_tune_chooses_on_train_and_applies_to_validation(sample, models_dir
     assert tuned.embedders[1].weight in WEIGHT_GRID
     report = (out / "tune.md").read_text()
     assert "k-reciprocal k1=5 k2=1 λ=0.3" in report and "weights a=1, b=2" in report
+    assert "iou_thr=0.4 skip_box_thr=0.3 conf_type=max" in report  # m = 2 detectors: WBF tuned too
+    assert tuned.fusion.iou_thr in IOU_GRID and "[fusion]" in (out / "tuned.toml").read_text()

@@ -24,6 +24,7 @@ from clothes_search.evaluation.tuning import (
     apply_tuning,
     trials_table,
     tune_concat_weights,
+    tune_fusion,
     tune_rerank,
     tuned_toml,
 )
@@ -43,7 +44,9 @@ from clothes_search.settings import Settings
 )
 @click.option("--ablation", is_flag=True, help="Run the paper's ablations and print one table.")
 @click.option("--gt-boxes", is_flag=True, help="Also score the ground-truth-box mode (no detection).")
-@click.option("--tune", is_flag=True, help="Tune re-ranking and concatenation weights on --tune-split first.")
+@click.option(
+    "--tune", is_flag=True, help="Tune re-ranking, concatenation weights and WBF on --tune-split first."
+)
 @click.option("--tune-split", default="train", show_default=True, help="The split the tuning runs on.")
 @click.option(
     "--work-dir",
@@ -67,7 +70,8 @@ def evaluate(
     Gallery = the shop images, ingested into a fresh index; queries = the consumer images, searched
     through the real search path. Prints top-1/5/10/15/20 accuracy and mAP@20. Without a
     catalog.jsonl (real DeepFashion2) each shop image is one catalog item. With --tune, the
-    re-ranking parameters and per-model concatenation weights are chosen on --tune-split and the
+    re-ranking parameters, per-model concatenation weights and WBF thresholds (with m > 1
+    detectors) are chosen on --tune-split and the
     table adds the configuration with them, applied unchanged to SPLIT.
     """
     settings = cli.settings
@@ -136,7 +140,9 @@ def _tune(
     evaluation = Evaluation(settings, split_dir, work_dir, progress=echo)
     try:
         rerank, rerank_trials = tune_rerank(evaluation, main_config(settings), echo)
-        weights, weight_trials = None, []
+        weights, weight_trials, fusion, fusion_trials = None, [], None, []
+        if len(settings.detectors) > 1:
+            fusion, fusion_trials = tune_fusion(settings, split_dir, echo)
         if len(settings.embedders) > 1:
             weights, weight_trials = tune_concat_weights(
                 evaluation, main_config(settings, ground_truth_boxes=True), echo
@@ -150,4 +156,6 @@ def _tune(
     ]
     if weight_trials:
         report += ["", trials_table("concatenation weights (ground-truth boxes, cosine)", weight_trials)]
-    return apply_tuning(settings, rerank, weights), "\n".join(report) + "\n"
+    if fusion_trials:
+        report += ["", trials_table("WBF thresholds (box AP@0.5)", fusion_trials)]
+    return apply_tuning(settings, rerank, weights, fusion), "\n".join(report) + "\n"

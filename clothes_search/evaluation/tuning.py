@@ -17,18 +17,28 @@ import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
 
-from clothes_search.evaluation.deepfashion2 import GarmentAnnotation, ImageAnnotation
-from clothes_search.evaluation.protocol import QueryDetection, RetrievalScores, RetrievedCrop, evaluate
+from clothes_search.evaluation.deepfashion2 import GarmentAnnotation, ImageAnnotation, read_split
+from clothes_search.evaluation.protocol import (
+    QueryDetection,
+    RetrievalScores,
+    RetrievedCrop,
+    default_category_match,
+    evaluate,
+)
 from clothes_search.evaluation.runner import RESULTS_PER_QUERY, EvalConfig, Evaluation, annotated_garment
-from clothes_search.settings import Settings
+from clothes_search.settings import FusionSettings, Settings
+from clothes_search.training.detector.average_precision import ScoredBox
+from clothes_search.training.detector.evaluate import score_detections
 from db.index_versions import live_version
 from db.models import Crop, Item
 from db.postprocessed_versions import version_transform
-from ingestion.detection import Box, FusedDetection
+from ingestion.detection import Box, Detection, FusedDetection
+from ingestion.fusion import fuse_detections
 from ingestion.images import load_image
 from ingestion.pipeline import Pipeline
 from ingestion.signature import concatenate_features
@@ -60,12 +70,18 @@ class RerankChoice:
 
 @dataclass
 class Trial:
-    label: str
-    scores: RetrievalScores
+    """One setting tried: its metrics (column -> value) and the objective it was chosen by."""
 
-    @property
-    def objective(self) -> float:
-        return float(np.mean(list(self.scores.topk_accuracy.values())))
+    label: str
+    metrics: dict[str, float]
+    objective: float
+    scores: RetrievalScores | None = None
+
+
+def retrieval_trial(label: str, scores: RetrievalScores) -> Trial:
+    """Retrieval trials are chosen by the mean of their top-k accuracies."""
+    metrics = {f"top-{k}": v for k, v in scores.topk_accuracy.items()}
+    return Trial(label, metrics, float(np.mean(list(metrics.values()))), scores)
 
 
 @dataclass
@@ -92,7 +108,7 @@ def tune_rerank(
             image_id: [_ranked(c, choice) for c in garments] for image_id, garments in candidates.items()
         }
         scores = _evaluate(evaluation, detections)
-        trials.append((choice, Trial(choice.describe(), scores)))
+        trials.append((choice, retrieval_trial(choice.describe(), scores)))
     best = max(trials, key=lambda t: t[1].objective)
     progress(f"re-ranking: best {best[0].describe()} (objective {best[1].objective:.3f})")
     return best[0], [t for _, t in trials]
@@ -118,7 +134,7 @@ def tune_concat_weights(
             results = tuple(RetrievedCrop(gallery_keys[j][0], gallery_keys[j][1].box) for j in row)
             detections.setdefault(image_id, []).append(QueryDetection(item.box, item.category, 1.0, results))
         label = "weights " + ", ".join(f"{e.name}={w:g}" for e, w in zip(embedders, weights, strict=True))
-        trials.append((weights, Trial(label, _evaluate(evaluation, detections))))
+        trials.append((weights, retrieval_trial(label, _evaluate(evaluation, detections))))
     best = max(trials, key=lambda t: t[1].objective)
     progress(f"concatenation: best {best[1].label} (objective {best[1].objective:.3f})")
     return best[0], [t for _, t in trials]
@@ -231,8 +247,13 @@ def _gt_features(
     return keys, [embedder.embed(crops, batch_size=batch) for embedder in pipeline.embedders]
 
 
-def apply_tuning(settings: Settings, rerank: RerankChoice, weights: Sequence[float] | None) -> Settings:
-    """The settings with the chosen re-ranking and concatenation weights."""
+def apply_tuning(
+    settings: Settings,
+    rerank: RerankChoice,
+    weights: Sequence[float] | None,
+    fusion: FusionSettings | None = None,
+) -> Settings:
+    """The settings with the chosen re-ranking, concatenation weights and WBF thresholds."""
     search = settings.search.model_copy(
         update={
             "rerank": "k_reciprocal",
@@ -246,7 +267,9 @@ def apply_tuning(settings: Settings, rerank: RerankChoice, weights: Sequence[flo
     embedders = settings.embedders
     if weights is not None:
         embedders = [e.model_copy(update={"weight": w}) for e, w in zip(embedders, weights, strict=True)]
-    return settings.model_copy(update={"search": search, "embedders": embedders})
+    return settings.model_copy(
+        update={"search": search, "embedders": embedders, "fusion": fusion or settings.fusion}
+    )
 
 
 def tuned_toml(settings: Settings) -> str:
@@ -259,6 +282,9 @@ def tuned_toml(settings: Settings) -> str:
     ]
     if s.rerank == "k_reciprocal":
         lines += [f"k1 = {s.k1}", f"k2 = {s.k2}", f"lambda_value = {s.lambda_value}"]
+    f = settings.fusion
+    lines += ["", "[fusion]", f"iou_thr = {f.iou_thr}", f"skip_box_thr = {f.skip_box_thr}"]
+    lines.append(f'conf_type = "{f.conf_type}"')
     for embedder in settings.embedders:
         lines += ["", "[[embedders]]"]
         fields = embedder.model_dump(mode="json", exclude_defaults=True)
@@ -274,10 +300,61 @@ def tuned_toml(settings: Settings) -> str:
 
 
 def trials_table(title: str, trials: Sequence[Trial]) -> str:
-    ks = sorted({k for t in trials for k in t.scores.topk_accuracy})
-    head = f"| {title} | " + " | ".join(f"top-{k}" for k in ks) + " | mean |"
-    rows = [head, "|" + "---|" * (len(ks) + 2)]
+    """Markdown: one row per trial, best objective first."""
+    columns = list(dict.fromkeys(c for t in trials for c in t.metrics))
+    rows = [f"| {title} | " + " | ".join(columns) + " | objective |", "|" + "---|" * (len(columns) + 2)]
     for trial in sorted(trials, key=lambda t: -t.objective):
-        cells = " | ".join(f"{trial.scores.topk_accuracy[k]:.3f}" for k in ks)
+        cells = " | ".join(f"{trial.metrics[c]:.3f}" if c in trial.metrics else "–" for c in columns)
         rows.append(f"| {trial.label} | {cells} | {trial.objective:.3f} |")
     return "\n".join(rows)
+
+
+IOU_GRID = (0.4, 0.55, 0.7)
+SKIP_GRID = (0.0, 0.1, 0.3)
+CONF_TYPES = ("avg", "max", "box_and_model_avg")
+
+
+def tune_fusion(
+    settings: Settings, split_dir: Path, progress: Callable[[str], None]
+) -> tuple[FusionSettings, list[Trial]]:
+    """WBF thresholds by box AP@0.5 on the split's photos (each detector runs once; fused per setting)."""
+    pipeline = Pipeline(settings)
+    pipeline.load()
+    annotations = read_split(split_dir)
+    raw: dict[str, list[list[Detection]]] = {}  # image id -> per detector, its detections
+    sizes: dict[str, tuple[int, int]] = {}
+    for start in range(0, len(annotations), settings.pipeline.batch_size):
+        chunk = annotations[start : start + settings.pipeline.batch_size]
+        images = [load_image(a.image_path, settings.fetch).image for a in chunk]
+        found = [detector.detect(images) for detector in pipeline.detectors]
+        for index, (annotation, image) in enumerate(zip(chunk, images, strict=True)):
+            raw[annotation.image_id] = [per_image[index] for per_image in found]
+            sizes[annotation.image_id] = image.size
+    names = [d.name for d in pipeline.detectors]
+    matches = default_category_match(dict(settings.categories.coarse))
+    trials: list[tuple[FusionSettings, Trial]] = []
+    for iou_thr, skip, conf_type in itertools.product(IOU_GRID, SKIP_GRID, CONF_TYPES):
+        fusion = settings.fusion.model_copy(
+            update={"iou_thr": iou_thr, "skip_box_thr": skip, "conf_type": conf_type}
+        )
+        fused = {
+            a.image_id: [
+                ScoredBox((f.box.x1, f.box.y1, f.box.x2, f.box.y2), f.score, f.category)
+                for f in fuse_detections(
+                    raw[a.image_id],
+                    names,
+                    pipeline.detector_weights,
+                    sizes[a.image_id],
+                    pipeline.vocabulary,
+                    fusion,
+                )
+            ]
+            for a in annotations
+        }
+        scores = score_detections(annotations, fused, matches=matches)
+        label = f"iou_thr={iou_thr} skip_box_thr={skip} conf_type={conf_type}"
+        metrics = {"box mAP@0.5": scores.map50, "recall@0.5": scores.recall50}
+        trials.append((fusion, Trial(label, metrics, objective=scores.map50)))
+    best = max(trials, key=lambda t: t[1].objective)
+    progress(f"fusion: best {best[1].label} (box mAP@0.5 {best[1].objective:.3f})")
+    return best[0], [t for _, t in trials]
