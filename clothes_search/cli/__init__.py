@@ -21,6 +21,7 @@ from clothes_search.cli.milvus import milvus
 from clothes_search.cli.models import models
 from clothes_search.cli.sample_data import make_sample_data
 from clothes_search.cli.serve import serve
+from clothes_search.cli.train import train
 
 
 @click.group()
@@ -51,6 +52,7 @@ main.add_command(worker)
 main.add_command(serve)
 main.add_command(evaluate)
 main.add_command(make_sample_data)
+main.add_command(train)
 bench.add_command(bench_milvus)
 bench.add_command(bench_ingest)
 bench.add_command(bench_similar)

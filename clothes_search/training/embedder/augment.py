@@ -58,7 +58,9 @@ class AugmentSettings:
 class StreetShopAugment:
     """``augment(crop, rng)`` -> one augmented RGB view of the garment (see the module docstring)."""
 
-    def __init__(self, settings: AugmentSettings | None = None, padding: float = PIPELINE_CROP_PADDING) -> None:
+    def __init__(
+        self, settings: AugmentSettings | None = None, padding: float = PIPELINE_CROP_PADDING
+    ) -> None:
         self.settings = settings or AugmentSettings()
         self.padding = padding
 
@@ -68,7 +70,9 @@ class StreetShopAugment:
         if rng.random() < s.flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if rng.random() < s.rotate:
-            image = image.rotate(rng.uniform(-s.max_degrees, s.max_degrees), Image.Resampling.BILINEAR, fillcolor=_GREY)
+            image = image.rotate(
+                rng.uniform(-s.max_degrees, s.max_degrees), Image.Resampling.BILINEAR, fillcolor=_GREY
+            )
         if rng.random() < s.perspective:
             image = _perspective(image, rng, s.perspective_distortion)
         if rng.random() < s.color:
@@ -115,8 +119,13 @@ def _perspective(image: Image.Image, rng: random.Random, distortion: float) -> I
     dx, dy = width * distortion / 2, height * distortion / 2
     corners = [[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]]
     signs = [(1, 1), (-1, 1), (-1, -1), (1, -1)]  # each corner moves inwards
-    moved = [[x + sx * rng.uniform(0, dx), y + sy * rng.uniform(0, dy)] for (x, y), (sx, sy) in zip(corners, signs)]
-    return TF.perspective(image, corners, moved, interpolation=TF.InterpolationMode.BILINEAR, fill=list(_GREY))
+    moved = [
+        [x + sx * rng.uniform(0, dx), y + sy * rng.uniform(0, dy)]
+        for (x, y), (sx, sy) in zip(corners, signs, strict=True)
+    ]
+    return TF.perspective(
+        image, corners, moved, interpolation=TF.InterpolationMode.BILINEAR, fill=list(_GREY)
+    )
 
 
 def _downscale(image: Image.Image, factor: float) -> Image.Image:

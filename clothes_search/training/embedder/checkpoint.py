@@ -123,13 +123,15 @@ def load_trained_embedder(path: Path) -> LoadedEmbedder:
         pretrained = load_pretrained_backbone(spec)
         if pretrained.weights_sha256 != checkpoint["backbone_sha256"]:
             raise ModelConfigError(
-                f"{path} was trained on {spec} weights sha256:{checkpoint['backbone_sha256'][:12]}…, but the "
-                f"installed ones are sha256:{pretrained.weights_sha256[:12]}…; install the same package or retrain"
+                f"{path} was trained on {spec} weights sha256:{checkpoint['backbone_sha256'][:12]}…, "
+                f"but the installed ones are sha256:{pretrained.weights_sha256[:12]}…; "
+                "install the same package or retrain"
             )
         backbone_module = pretrained.module
         state = {**state, **{f"backbone.{k}": v for k, v in backbone_module.state_dict().items()}}
     model = EmbeddingModel(
-        backbone_module, ProjectionHead(int(checkpoint["feature_dim"]), int(checkpoint["dim"]), checkpoint["head"])
+        backbone_module,
+        ProjectionHead(int(checkpoint["feature_dim"]), int(checkpoint["dim"]), checkpoint["head"]),
     )
     try:
         model.load_state_dict(state, strict=True)

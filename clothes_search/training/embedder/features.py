@@ -32,11 +32,13 @@ def autocast(device: torch.device, amp: bool) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda")
 
 
-def image_batch(images: Sequence[Image.Image], preprocessing: Preprocessing, device: torch.device) -> torch.Tensor:
+def image_batch(
+    images: Sequence[Image.Image], preprocessing: Preprocessing, device: torch.device
+) -> torch.Tensor:
     return to_batch(images, preprocessing).to(device, non_blocking=True)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the features feed the head's training
 def backbone_features(
     backbone: torch.nn.Module,
     images: Sequence[Image.Image],
@@ -89,7 +91,9 @@ def view_features(
         features = backbone_features(backbone, images, preprocessing, device, amp=amp, batch_size=len(images))
         per_crop.extend(features.view(-1, views, features.shape[1]))
         if progress is not None and (start // chunk) % 20 == 19:
-            progress(f"  backbone features: {min(start + chunk, len(crops))}/{len(crops)} crops x {views} views")
+            progress(
+                f"  backbone features: {min(start + chunk, len(crops))}/{len(crops)} crops x {views} views"
+            )
     return torch.stack(per_crop)
 
 

@@ -41,7 +41,9 @@ def margin_logits(
     if kind == "arcface":
         sine = torch.sqrt((1.0 - target * target).clamp_min(1e-12))
         shifted = target * math.cos(margin) - sine * math.sin(margin)
-        shifted = torch.where(target > math.cos(math.pi - margin), shifted, target - margin * math.sin(margin))
+        shifted = torch.where(
+            target > math.cos(math.pi - margin), shifted, target - margin * math.sin(margin)
+        )
     elif kind == "cosface":
         shifted = target - margin
     else:
@@ -145,7 +147,9 @@ def parse_loss_spec(spec: str) -> tuple[str, ...]:
     parts = tuple(part.strip().lower() for part in spec.split("+") if part.strip())
     unknown = [part for part in parts if part not in LOSS_NAMES]
     if not parts or unknown:
-        raise ValueError(f"unknown loss {spec!r}: use one of {', '.join(LOSS_NAMES)}, or several joined by '+'")
+        raise ValueError(
+            f"unknown loss {spec!r}: use one of {', '.join(LOSS_NAMES)}, or several joined by '+'"
+        )
     if len(set(parts)) != len(parts):
         raise ValueError(f"loss {spec!r} names a part twice")
     return parts
@@ -172,7 +176,9 @@ class CombinedLoss(torch.nn.Module):
             }
         )
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         parts: dict[str, torch.Tensor] = {}
         for name in self.names:
             if name in self.proxy_losses:

@@ -35,7 +35,7 @@ _BLOCK_PATHS = (
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """``<backend>:<model>``, e.g. ``efficientnet_lite:lite0``, ``open_clip:ViT-B-32``, ``torchvision:resnet50``."""
+    """``<backend>:<model>``: ``efficientnet_lite:lite0``, ``open_clip:RN50``, ``torchvision:resnet50``."""
 
     backend: EmbedderBackend
     model: str
@@ -45,7 +45,9 @@ class BackboneSpec:
         backend, separator, model = text.partition(":")
         choices = [b.value for b in EmbedderBackend if b.value != "trained"]
         if not separator or not model or backend not in choices:
-            raise ValueError(f"backbone {text!r} is not '<backend>:<model>' with a backend in {', '.join(choices)}")
+            raise ValueError(
+                f"backbone {text!r} is not '<backend>:<model>' with a backend in {', '.join(choices)}"
+            )
         return cls(EmbedderBackend(backend), model)
 
     def __str__(self) -> str:
@@ -76,10 +78,16 @@ def load_pretrained_backbone(
     """
     options = {"model_config_dir": str(config_dir)} if config_dir is not None else {}
     config = EmbedderConfig(
-        name=f"backbone {spec}", backend=spec.backend, model=spec.model, checkpoint=checkpoint, options=options
+        name=f"backbone {spec}",
+        backend=spec.backend,
+        model=spec.model,
+        checkpoint=checkpoint,
+        options=options,
     )
     embedder = build_embedder(config, torch.device("cpu"))
-    module, preprocessing, feature_dim = embedder._build()  # the backend's own loader, without its device move
+    module, preprocessing, feature_dim = (
+        embedder._build()
+    )  # the backend's own loader, without its device move
     open_clip_config = None
     if spec.backend is EmbedderBackend.OPEN_CLIP:
         import open_clip
@@ -95,7 +103,9 @@ def load_pretrained_backbone(
     )
 
 
-def backbone_architecture(spec: BackboneSpec, open_clip_config: dict[str, Any] | None = None) -> torch.nn.Module:
+def backbone_architecture(
+    spec: BackboneSpec, open_clip_config: dict[str, Any] | None = None
+) -> torch.nn.Module:
     """The backbone's module with random weights (to load a fine-tuned state dict into)."""
     match spec.backend:
         case EmbedderBackend.EFFICIENTNET_LITE:
@@ -103,7 +113,9 @@ def backbone_architecture(spec: BackboneSpec, open_clip_config: dict[str, Any] |
 
             from ingestion.embedders.efficientnet_lite import _PooledFeatures
 
-            return _PooledFeatures(EfficientNet.from_name(f"efficientnet-{spec.model.removeprefix('efficientnet-')}"))
+            return _PooledFeatures(
+                EfficientNet.from_name(f"efficientnet-{spec.model.removeprefix('efficientnet-')}")
+            )
         case EmbedderBackend.TORCHVISION:
             import torchvision
 
@@ -123,7 +135,9 @@ def _open_clip_tower(name: str, config: dict[str, Any] | None) -> torch.nn.Modul
     if name in open_clip.list_models():
         return open_clip.create_model(name, device="cpu").visual
     if config is None:
-        raise ModelConfigError(f"open_clip does not know {name!r} and the checkpoint carries no config for it")
+        raise ModelConfigError(
+            f"open_clip does not know {name!r} and the checkpoint carries no config for it"
+        )
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / f"{name}.json").write_text(json.dumps(config))
         open_clip.add_model_config(folder)
@@ -184,7 +198,9 @@ def set_trainable_blocks(backbone: torch.nn.Module, unfreeze_last: int | None) -
     else:
         blocks = _block_sequence(backbone)
         if unfreeze_last > len(blocks):
-            raise ModelConfigError(f"unfreeze_last={unfreeze_last}, but the backbone has {len(blocks)} blocks")
+            raise ModelConfigError(
+                f"unfreeze_last={unfreeze_last}, but the backbone has {len(blocks)} blocks"
+            )
         unfrozen = {id(p) for block in blocks[-unfreeze_last:] for p in block.parameters()}
         first_trainable = min(i for i, (_, p) in enumerate(parameters) if id(p) in unfrozen)
     for index, (_, parameter) in enumerate(parameters):

@@ -47,31 +47,53 @@ def recall_at_k(
     gallery = np.array([label is not None for label in gallery_labels])
     first_hit = np.full(len(query_labels), np.inf)
     for row, label in enumerate(query_labels):
-        hits = [rank for rank, column in enumerate(order[row]) if gallery[column] and gallery_labels[column] == label]
+        hits = [
+            rank
+            for rank, column in enumerate(order[row])
+            if gallery[column] and gallery_labels[column] == label
+        ]
         if hits:
             first_hit[row] = hits[0] + 1
     return {k: float(np.mean(first_hit <= k)) for k in ks}
 
 
-def crop_recall(
-    embed: EmbedCrops, crops: Sequence[GarmentCrop], ks: Sequence[int] = DEFAULT_KS
+def split_recall(
+    vectors: np.ndarray, crops: Sequence[GarmentCrop], ks: Sequence[int] = DEFAULT_KS
 ) -> dict[int, float]:
-    """Recall@k of ``embed`` on a split's crops: style > 0 user crops against all shop crops."""
-    queries = [crop for crop in crops if crop.source == "user" and crop.identity is not None]
-    gallery = [crop for crop in crops if crop.source == "shop"]
+    """Recall@k on a split's crops given their vectors (row i is ``crops[i]``'s): consumer crops with a
+    style are the queries, every shop crop is the gallery."""
+    if len(vectors) != len(crops):
+        raise ValueError(f"{len(vectors)} vectors for {len(crops)} crops")
+    queries = [i for i, crop in enumerate(crops) if crop.source == "user" and crop.identity is not None]
+    gallery = [i for i, crop in enumerate(crops) if crop.source == "shop"]
     if not queries or not gallery:
         raise ValueError("the split needs consumer garments with a style and shop garments")
     return recall_at_k(
-        embed([crop.crop for crop in queries]),
-        [crop.identity for crop in queries],
-        embed([crop.crop for crop in gallery]),
-        [crop.identity for crop in gallery],
+        vectors[queries],
+        [crops[i].identity for i in queries],
+        vectors[gallery],
+        [crops[i].identity for i in gallery],
         ks,
     )
+
+
+def crop_recall(
+    embed: EmbedCrops, crops: Sequence[GarmentCrop], ks: Sequence[int] = DEFAULT_KS
+) -> dict[int, float]:
+    """Recall@k of ``embed`` (crops -> unit vectors) on a split's crops, as :func:`split_recall`."""
+    return split_recall(embed([crop.crop for crop in crops]), crops, ks)
 
 
 def format_recall(recall: dict[int, float]) -> str:
     return ", ".join(f"recall@{k} {value:.3f}" for k, value in sorted(recall.items()))
 
 
-__all__ = ["DEFAULT_KS", "EmbedCrops", "Identity", "crop_recall", "format_recall", "recall_at_k"]
+__all__ = [
+    "DEFAULT_KS",
+    "EmbedCrops",
+    "Identity",
+    "crop_recall",
+    "format_recall",
+    "recall_at_k",
+    "split_recall",
+]
