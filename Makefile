@@ -1,8 +1,12 @@
-.PHONY: demo test bench lint
+.PHONY: demo test bench lint models
 
 # The main job on embedded defaults (sets itself up).
 demo:
 	scripts/demo.sh
+
+# Train the garment detector and embedder on the sample set (cached in data/models/).
+models:
+	scripts/setup.sh && scripts/train.sh
 
 # The whole test suite (sets itself up).
 test:

@@ -6,8 +6,15 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-8000}
 IMAGES_PORT=${IMAGES_PORT:-8001}
 DATA=${DATA:-data/sample}
-export CLOTHES_SEARCH_DATABASE__URL=${CLOTHES_SEARCH_DATABASE__URL:-sqlite:///data/demo/catalog.db}
-export CLOTHES_SEARCH_MILVUS__URI=${CLOTHES_SEARCH_MILVUS__URI:-data/demo/milvus.db}
+# trained models (`make models`, ~10 min on 2 cores) are used when they exist; their index
+# lives apart from the offline models' one
+DEMO_DIR=data/demo
+if [[ -z ${CLOTHES_SEARCH_CONFIG:-} && -f data/models/trained.toml ]]; then
+    export CLOTHES_SEARCH_CONFIG=data/models/trained.toml
+    DEMO_DIR=data/demo-trained
+fi
+export CLOTHES_SEARCH_DATABASE__URL=${CLOTHES_SEARCH_DATABASE__URL:-sqlite:///$DEMO_DIR/catalog.db}
+export CLOTHES_SEARCH_MILVUS__URI=${CLOTHES_SEARCH_MILVUS__URI:-$DEMO_DIR/milvus.db}
 # the demo's image server runs on this machine: let /similar?image_url= fetch from it (the SSRF
 # guard refuses loopback addresses otherwise)
 export CLOTHES_SEARCH_FETCH__ALLOWED_NETWORKS='["127.0.0.1/32"]'
@@ -15,10 +22,16 @@ export CLOTHES_SEARCH_FETCH__ALLOWED_NETWORKS='["127.0.0.1/32"]'
 scripts/system-deps.sh
 scripts/setup.sh
 cli=.venv/bin/clothes-search
-mkdir -p data/demo
+mkdir -p "$DEMO_DIR"
 if [[ ! -f $DATA/manifest.json ]]; then
     echo "==> building the offline sample set in $DATA (Fashion-MNIST garments on real photos)"
     $cli make-sample-data "$DATA"
+fi
+if [[ -n ${CLOTHES_SEARCH_CONFIG:-} ]]; then
+    echo "==> models from $CLOTHES_SEARCH_CONFIG"
+else
+    echo "==> offline models (ImageNet EfficientNet-Lite, MediaPipe pose regions). For models trained"
+    echo "    on garments run 'make models' once (~10 min on 2 cores); the demo then uses them."
 fi
 $cli db upgrade
 echo "==> ingesting the sample catalog ($DATA/validation/catalog.jsonl)"

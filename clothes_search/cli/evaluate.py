@@ -144,9 +144,7 @@ def _tune(
         if len(settings.detectors) > 1:
             fusion, fusion_trials = tune_fusion(settings, split_dir, echo)
         if len(settings.embedders) > 1:
-            weights, weight_trials = tune_concat_weights(
-                evaluation, main_config(settings, ground_truth_boxes=True), echo
-            )
+            weights, weight_trials = tune_concat_weights(evaluation, echo)
     finally:
         evaluation.close()
     report = [

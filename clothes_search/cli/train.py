@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from clothes_search.cli.train_detector import train_detector
+from clothes_search.cli.train_detector import eval_detector, train_detector
 from clothes_search.cli.train_embedder import train_embedder
 
 
@@ -14,4 +14,5 @@ def train() -> None:
 
 
 train.add_command(train_detector)
+train.add_command(eval_detector)
 train.add_command(train_embedder)

@@ -9,6 +9,7 @@ import torch
 
 from clothes_search.cli.context import CliContext, pass_cli
 from clothes_search.errors import ClothesSearchError
+from clothes_search.settings import Settings
 from clothes_search.training.data import split_dir
 from clothes_search.training.detector.evaluate import DetectionScores, evaluate_detector
 from clothes_search.training.detector.report import scores_table
@@ -49,12 +50,19 @@ def _echo_err(message: str) -> None:
     show_default=True,
     help="Train only the feature pyramid and the head (fast on CPU).",
 )
+@click.option(
+    "--train-backbone-stages",
+    type=int,
+    default=0,
+    show_default=True,
+    help="With --freeze-backbone, still train the backbone's last N resolution stages.",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA only).")
 @click.option(
     "--resume",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Continue from this checkpoint (model, optimiser, schedule, epoch) up to --epochs.",
+    help="Continue from this checkpoint (model, optimiser, schedule, epoch) up to --epochs (keeps its lr).",
 )
 @click.option("--max-steps", type=int, help="Stop after this many optimiser steps in all.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -73,6 +81,7 @@ def train_detector(
     schedule: str,
     warmup_steps: int,
     freeze_backbone: bool,
+    train_backbone_stages: int,
     device: str,
     amp: bool,
     resume: Path | None,
@@ -100,6 +109,7 @@ def train_detector(
         schedule=ScheduleKind(schedule),
         warmup_steps=warmup_steps,
         freeze_backbone=freeze_backbone,
+        train_backbone_stages=train_backbone_stages,
         device=device,
         amp=amp,
         resume=resume,
@@ -150,38 +160,32 @@ def eval_detector(cli: CliContext, data: Path, split: str, checkpoints: tuple[Pa
     fused by Weighted Boxes Fusion, with the whole-image fallback. A coarse name ("top", "garment")
     counts for the fine categories it covers.
     """
-    from ingestion.pipeline import Pipeline
-
     settings = cli.settings
     try:
         split_path = split_dir(data, split)
-        columns: list[tuple[str, DetectionScores]] = []
-        configured = [(" + ".join(d.name for d in settings.detectors) or "no detector", settings)]
-        if each and len(settings.detectors) > 1:
-            configured += [
-                (d.name, settings.model_copy(update={"detectors": [d]})) for d in settings.detectors
-            ]
-        for name, detector_settings in configured:
-            _echo_err(f"scoring {name} ...")
-            columns.append(
-                (
-                    name,
-                    evaluate_detector(
-                        Pipeline(detector_settings), split_path, categories=settings.categories
-                    ),
-                )
-            )
+        columns = _score_configured(settings, split_path, each)
         for checkpoint in checkpoints:
             _echo_err(f"scoring {checkpoint} ...")
-            scores = evaluate_detector(
-                checkpoint,
-                split_path,
-                categories=settings.categories,
-                device=torch.device(settings.pipeline.device),
-            )
+            device = torch.device(settings.pipeline.device)
+            scores = evaluate_detector(checkpoint, split_path, categories=settings.categories, device=device)
             columns.append((checkpoint.name, scores))
     except (ClothesSearchError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from exc
-    images = columns[0][1]
-    click.echo(f"{split_path}: {images.images} images, {images.garments} garments")
+    first = columns[0][1]
+    click.echo(f"{split_path}: {first.images} images, {first.garments} garments")
     click.echo(scores_table(columns))
+
+
+def _score_configured(settings: Settings, split_path: Path, each: bool) -> list[tuple[str, DetectionScores]]:
+    """The configured detection stage's scores, then (with ``each``) every detector's own."""
+    from ingestion.pipeline import Pipeline
+
+    configured = [(" + ".join(d.name for d in settings.detectors) or "no detector", settings)]
+    if each and len(settings.detectors) > 1:
+        configured += [(d.name, settings.model_copy(update={"detectors": [d]})) for d in settings.detectors]
+    columns = []
+    for name, detector_settings in configured:
+        _echo_err(f"scoring {name} ...")
+        scores = evaluate_detector(Pipeline(detector_settings), split_path, categories=settings.categories)
+        columns.append((name, scores))
+    return columns

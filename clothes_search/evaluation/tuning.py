@@ -115,10 +115,10 @@ def tune_rerank(
 
 
 def tune_concat_weights(
-    evaluation: Evaluation, config: EvalConfig, progress: Callable[[str], None]
+    evaluation: Evaluation, progress: Callable[[str], None]
 ) -> tuple[tuple[float, ...], list[Trial]]:
     """Per-model weights of the concatenation, in ground-truth-box mode, cosine ranking."""
-    pipeline = evaluation.index_resources(config).pipeline
+    pipeline = Pipeline(evaluation.settings)  # models only: no gallery index needed
     pipeline.load()
     embedders = pipeline.embedders
     gallery_keys, gallery_features = _gt_features(evaluation, pipeline, list(evaluation.gallery.values()))

@@ -96,12 +96,11 @@ def score_detections(
     map_by_source, recall_by_source = {}, {}
     for source in ("user", "shop"):
         subset = {image_id: t for image_id, t in truths.items() if source_of[image_id] == source}
+        found = {image_id: d for image_id, d in detections.items() if image_id in subset}
         if any(subset.values()):
-            map_by_source[source] = _mean(
-                list(box_ap(detections, subset, categories, matches=matches).values())
-            )
+            map_by_source[source] = _mean(list(box_ap(found, subset, categories, matches=matches).values()))
             recall_by_source[source] = detection_recall(
-                detections, subset, matches=matches, min_score=recall_min_score
+                found, subset, matches=matches, min_score=recall_min_score
             )
     return DetectionScores(
         images=len(annotations),

@@ -1,9 +1,10 @@
 """Fine-tuning a garment detector on a DeepFashion2-format split.
 
-The loop: AdamW over the trainable parameters (the feature pyramid and the head; the backbone too with
-``freeze_backbone=False``), a warm-up then cosine / step / constant schedule, gradient clipping, mixed
-precision on CUDA. After the last epoch it writes the checkpoint (see :mod:`.checkpoint`), then scores
-it on the validation split and writes the scores into it.
+The loop: AdamW over the trainable parameters (the feature pyramid and the head; also the backbone's
+last ``train_backbone_stages`` stages, or all of it with ``freeze_backbone=False``), a linear warm-up
+then a cosine / step / constant schedule, gradient clipping, mixed precision on CUDA. After the last
+epoch it writes the checkpoint (see :mod:`.checkpoint`), then scores it on the validation split and
+writes the scores into it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -62,6 +63,7 @@ class DetectorTrainingOptions:
     schedule: ScheduleKind = ScheduleKind.COSINE
     warmup_steps: int = 50
     freeze_backbone: bool = True
+    train_backbone_stages: int = 0  # with freeze_backbone: the backbone's last stages that still learn
     device: str = "cpu"
     amp: bool = True
     resume: Path | None = None
@@ -110,13 +112,6 @@ class TrainingResult:
     metrics: DetectionScores | None
 
 
-def set_training_mode(model: torch.nn.Module, freeze_backbone: bool) -> None:
-    """``model.train()``; a frozen backbone stays in eval mode (its batch norm is frozen anyway)."""
-    model.train()
-    if freeze_backbone:
-        model.backbone.body.eval()
-
-
 def batch_loss(model: torch.nn.Module, images: Sequence[torch.Tensor], targets: Sequence[Target]) -> float:
     """The summed detection losses of a batch, without updating anything (the model is left as found)."""
     was_training = model.training
@@ -135,15 +130,32 @@ def _seed_everything(seed: int) -> None:
 def _check_options(options: DetectorTrainingOptions) -> None:
     if options.arch not in ARCHS:
         raise DetectorTrainingError(f"unknown --arch {options.arch!r} (one of {', '.join(ARCHS)})")
-    for name in ("image_size", "epochs", "batch_size", "warmup_steps"):
-        if getattr(options, name) < (1 if name != "warmup_steps" else 0):
-            raise DetectorTrainingError(f"--{name.replace('_', '-')} must be positive")
+    for name, least in (("image_size", 1), ("epochs", 1), ("batch_size", 1), ("warmup_steps", 0)):
+        if getattr(options, name) < least:
+            raise DetectorTrainingError(f"--{name.replace('_', '-')} must be at least {least}")
+    if options.train_backbone_stages < 0:
+        raise DetectorTrainingError("--train-backbone-stages must be at least 0")
     if options.image_size % 32:
         raise DetectorTrainingError(f"--image-size must be a multiple of 32, got {options.image_size}")
     if options.lr <= 0:
         raise DetectorTrainingError(f"--lr must be positive, got {options.lr}")
     if options.device.startswith("cuda") and not torch.cuda.is_available():
         raise DetectorTrainingError(f"--device {options.device}: CUDA is not available on this machine")
+
+
+@dataclass
+class _Run:
+    """What one training run works with; ``step`` counts optimiser steps since the first run."""
+
+    model: torch.nn.Module
+    parameters: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    use_amp: bool
+    total_steps: int
+    step: int = 0
 
 
 def train_detector(
@@ -157,19 +169,11 @@ def train_detector(
     categories = category_list(annotations)
     if not categories:
         raise DetectorTrainingError(f"{train_dir} holds no annotated garment")
-
     resumed = _read_resume(options, categories)
     arch = resumed.arch if resumed else options.arch
     image_size = resumed.image_size if resumed else options.image_size
-    device = torch.device(options.device)
-    model = build_detector(arch, len(categories) + 1, image_size, pretrained_backbone=resumed is None)
-    if resumed:
-        model.load_state_dict(resumed.state_dict)
-    if options.freeze_backbone:
-        model.backbone.body.requires_grad_(False)
-    model.to(device)
 
-    dataset = DetectionDataset(annotations, categories, image_size, training_transform())
+    dataset = DetectionDataset(annotations, categories, image_size, training_transform(image_size))
     generator = torch.Generator()
     loader = DataLoader(
         dataset,
@@ -183,62 +187,29 @@ def train_detector(
     total_steps = options.epochs * len(loader)
     if options.max_steps is not None:
         total_steps = min(total_steps, options.max_steps)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
-    schedule = WarmupSchedule(str(options.schedule), total_steps, min(options.warmup_steps, total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    epoch, step = 0, 0
+    run = _start_run(options, arch, len(categories) + 1, image_size, total_steps, resumed)
+    epoch = 0
     if resumed:
-        optimizer.load_state_dict(resumed.optimizer)
-        scheduler.load_state_dict(resumed.scheduler)
-        scheduler.lr_lambdas[0] = schedule  # the schedule of this run's options (its length may differ)
-        epoch, step = resumed.epoch, resumed.step
-        report(f"resuming from {options.resume}: epoch {epoch}, step {step}")
-    use_amp = options.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+        epoch, run.step = resumed.epoch, resumed.step
+        report(f"resuming from {options.resume}: epoch {epoch}, step {run.step}")
 
     started = time.monotonic()
     previous_seconds = float(resumed.trained.get("seconds", 0.0)) if resumed else 0.0
     final_loss = float(resumed.trained.get("final_loss", math.nan)) if resumed else math.nan
-    while epoch < options.epochs and step < total_steps:
+    while epoch < options.epochs and run.step < total_steps:
         epoch_started = time.monotonic()
         generator.manual_seed(options.seed * 1_000_003 + epoch)  # a resumed run sees the same order
-        set_training_mode(model, options.freeze_backbone)
-        sums: dict[str, float] = {}
-        batches = 0
-        for images, targets in loader:
-            images = [image.to(device, non_blocking=True) for image in images]
-            targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-            with torch.autocast(device.type, enabled=use_amp):
-                losses = model(images, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise DetectorTrainingError(
-                    f"the loss became {loss.item()} at step {step}; try a lower --lr (now {options.lr})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            batches += 1
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.item()
-            if step >= total_steps:
-                break
-        final_loss = sum(sums.values()) / max(1, batches)
+        batches, mean_losses = _train_epoch(run, loader, options.lr)
+        final_loss = sum(mean_losses.values())
         report(
             str(
                 EpochReport(
                     epoch=epoch + 1,
                     epochs=options.epochs,
-                    steps=step,
+                    steps=run.step,
                     loss=final_loss,
-                    parts={name: value / max(1, batches) for name, value in sums.items()},
-                    lr=optimizer.param_groups[0]["lr"],
+                    parts=mean_losses,
+                    lr=run.optimizer.param_groups[0]["lr"],
                     seconds=time.monotonic() - epoch_started,
                 )
             )
@@ -251,30 +222,101 @@ def train_detector(
         arch=arch,
         categories=categories,
         image_size=image_size,
-        state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        state_dict={k: v.detach().cpu() for k, v in run.model.state_dict().items()},
         data_hash=data_hash(train_dir),
         epoch=epoch,
-        step=step,
-        optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict(),
+        step=run.step,
+        optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(),
         trained={
             "epochs": epoch,
-            "steps": step,
+            "steps": run.step,
             "seconds": round(seconds, 1),
             "final_loss": final_loss,
             "options": options.to_record(),
         },
     )
     save_checkpoint(checkpoint, options.out)
-    report(f"wrote {options.out} ({epoch} epochs, {step} steps, {seconds:.0f} s of training)")
+    report(f"wrote {options.out} ({epoch} epochs, {run.step} steps, {seconds:.0f} s of training)")
 
     metrics = None
     if options.evaluate:
-        val_dir = split_dir(options.data, options.val_split)
-        metrics = evaluate_detector(options.out, val_dir, device=device)
+        metrics = evaluate_detector(
+            options.out, split_dir(options.data, options.val_split), device=run.device
+        )
         checkpoint.metrics = metrics.to_dict()
         save_checkpoint(checkpoint, options.out)
-    return TrainingResult(options.out, categories, epoch, step, seconds, final_loss, metrics)
+    return TrainingResult(options.out, categories, epoch, run.step, seconds, final_loss, metrics)
+
+
+def _start_run(
+    options: DetectorTrainingOptions,
+    arch: str,
+    num_classes: int,
+    image_size: int,
+    total_steps: int,
+    resumed: DetectorCheckpoint | None,
+) -> _Run:
+    """The model (ImageNet backbone, or the resumed weights), its optimiser, schedule and grad scaler."""
+    device = torch.device(options.device)
+    model = build_detector(arch, num_classes, image_size, pretrained_backbone=resumed is None)
+    if resumed:
+        model.load_state_dict(resumed.state_dict)
+    if options.freeze_backbone:
+        model.backbone.body.requires_grad_(False)
+        for block in model.backbone.body.last_stages(options.train_backbone_stages):
+            block.requires_grad_(True)
+    model.to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
+    schedule = WarmupSchedule(str(options.schedule), total_steps, min(options.warmup_steps, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, replace(schedule))
+    if resumed:
+        try:
+            optimizer.load_state_dict(resumed.optimizer)
+        except ValueError as exc:
+            raise DetectorCheckpointError(
+                f"cannot resume from {options.resume}: {exc} (resume with the same "
+                "--freeze-backbone / --train-backbone-stages as the first run)"
+            ) from exc
+        scheduler.load_state_dict(
+            resumed.scheduler
+        )  # the step count; it also overwrites the schedule's fields
+        scheduler.lr_lambdas[0] = schedule  # this run's schedule (--epochs may have grown)
+    use_amp = options.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    return _Run(model, parameters, optimizer, scheduler, scaler, device, use_amp, total_steps)
+
+
+def _train_epoch(run: _Run, loader: DataLoader, lr: float) -> tuple[int, dict[str, float]]:
+    """One pass over ``loader`` (or up to ``run.total_steps``): the batches run and the mean losses."""
+    run.model.train()
+    sums: dict[str, float] = {}
+    batches = 0
+    for images, targets in loader:
+        images = [image.to(run.device, non_blocking=True) for image in images]
+        targets = [{k: v.to(run.device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with torch.autocast(run.device.type, enabled=run.use_amp):
+            losses = run.model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise DetectorTrainingError(
+                f"the loss became {loss.item()} at step {run.step}; try a lower --lr (now {lr})"
+            )
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.parameters, MAX_GRAD_NORM)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        run.step += 1
+        batches += 1
+        for name, value in losses.items():
+            sums[name] = sums.get(name, 0.0) + value.item()
+        if run.step >= run.total_steps:
+            break
+    return batches, {name: value / max(1, batches) for name, value in sums.items()}
 
 
 def _read_resume(options: DetectorTrainingOptions, categories: list[str]) -> DetectorCheckpoint | None:
