@@ -29,7 +29,7 @@ from clothes_search.training.detector.average_precision import (
 )
 from clothes_search.training.detector.dataset import DetectionDataset, category_list, collate
 from clothes_search.training.detector.evaluate import category_matcher, score_detections
-from clothes_search.training.detector.train import batch_loss
+from clothes_search.training.detector.train import DEFAULT_ARCH, batch_loss
 from ingestion.categories import CategoryVocabulary
 from ingestion.checkpoints import load_checkpoint, state_dict_of
 from ingestion.detectors import build_detector as build_configured_detector
@@ -192,7 +192,7 @@ def test_resume_continues_from_the_saved_epoch_step_and_optimiser(first_epoch, r
 def test_checkpoint_records_arch_categories_data_and_validation_scores(tiny_set, resumed):
     raw = torch.load(resumed[0], map_location="cpu", weights_only=True)
     categories = category_list(read_split(tiny_set / "train"))
-    assert raw["arch"] == "fcos_efficientnet_lite0"
+    assert raw["arch"] == DEFAULT_ARCH
     assert raw["categories"] == ["__background__", *categories]
     assert raw["image_size"] == IMAGE_SIZE
     assert raw["data_hash"] == data_hash(tiny_set / "train")
@@ -229,3 +229,12 @@ def test_scores_split_consumer_and_shop_images(tiny_set):
     assert scores.map50_by_source["shop"] == 1.0 and scores.recall50_by_source["shop"] == 1.0
     assert scores.map50_by_source["user"] == 0.0 and scores.recall50_by_source["user"] == 0.0
     assert scores.garments == sum(len(a.items) for a in annotations)
+
+
+def test_bad_options_are_refused_before_any_work(tiny_set, tmp_path):
+    out = tmp_path / "never.pt"
+    result = CliRunner().invoke(
+        train_detector, ["--data", str(tiny_set), "--out", str(out), "--image-size", "300"]
+    )
+    assert result.exit_code == 1 and "multiple of 32" in result.output
+    assert not out.exists()

@@ -37,7 +37,7 @@ def _echo_err(message: str) -> None:
 @click.option(
     "--image-size", type=int, default=320, show_default=True, help="Longer image side (multiple of 32)."
 )
-@click.option("--epochs", type=int, default=12, show_default=True)
+@click.option("--epochs", type=int, default=8, show_default=True)
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak AdamW learning rate.")
 @click.option(
@@ -67,6 +67,11 @@ def _echo_err(message: str) -> None:
 @click.option("--max-steps", type=int, help="Stop after this many optimiser steps in all.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option(
+    "--threads",
+    type=int,
+    help="torch CPU threads [torch's default]; on a CPU shared with other jobs 1 can be much faster.",
+)
 @click.option("--train-split", default="train", show_default=True)
 @click.option("--val-split", default="validation", show_default=True)
 @click.option("--eval/--no-eval", "evaluate", default=True, show_default=True, help="Score on --val-split.")
@@ -88,6 +93,7 @@ def train_detector(
     max_steps: int | None,
     seed: int,
     workers: int,
+    threads: int | None,
     train_split: str,
     val_split: str,
     evaluate: bool,
@@ -116,6 +122,7 @@ def train_detector(
         max_steps=max_steps,
         seed=seed,
         workers=workers,
+        threads=threads,
         train_split=train_split,
         val_split=val_split,
         evaluate=evaluate,

@@ -58,8 +58,9 @@ class DetectorArch:
 
 
 ARCHS: dict[str, DetectorArch] = {
-    # garments are large (rarely under 32 pixels at the detector's input size): stride 16 finds them
+    # P4-P7: garments are large (rarely under 32 pixels at the detector's input size), a lighter head
     "fcos_efficientnet_lite0": DetectorArch("fcos", "lite0", fpn_channels=64, head_convs=2, stages=2),
+    # P3-P7, FCOS's own pyramid: the most accurate on the sample set (see docs/evaluation.md)
     "fcos_p3_efficientnet_lite0": DetectorArch("fcos", "lite0", fpn_channels=64, head_convs=2, stages=3),
     "fcos_efficientnet_lite1": DetectorArch("fcos", "lite1", fpn_channels=64, head_convs=2, stages=2),
     "fcos_efficientnet_lite2": DetectorArch("fcos", "lite2", fpn_channels=96, head_convs=2, stages=2),

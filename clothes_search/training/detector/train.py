@@ -37,7 +37,8 @@ from ingestion.detectors.efficientnet_lite_detector import ARCHS, build_detector
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ARCH = "fcos_efficientnet_lite0"
+#: measured best on the sample set: 8 epochs, 5 minutes on 2 idle cores, validation mAP@0.5 0.66
+DEFAULT_ARCH = "fcos_p3_efficientnet_lite0"
 #: gradients are clipped to this global norm: FCOS's first steps can be large
 MAX_GRAD_NORM = 10.0
 
@@ -56,7 +57,7 @@ class DetectorTrainingOptions:
     out: Path
     arch: str = DEFAULT_ARCH
     image_size: int = 320
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -70,6 +71,7 @@ class DetectorTrainingOptions:
     max_steps: int | None = None
     seed: int = 0
     workers: int = 0
+    threads: int | None = None  # torch's intra-op threads; default: torch's choice
     train_split: str = "train"
     val_split: str = "validation"
     evaluate: bool = True
@@ -133,6 +135,8 @@ def _check_options(options: DetectorTrainingOptions) -> None:
     for name, least in (("image_size", 1), ("epochs", 1), ("batch_size", 1), ("warmup_steps", 0)):
         if getattr(options, name) < least:
             raise DetectorTrainingError(f"--{name.replace('_', '-')} must be at least {least}")
+    if options.threads is not None and options.threads < 1:
+        raise DetectorTrainingError("--threads must be at least 1")
     if options.train_backbone_stages < 0:
         raise DetectorTrainingError("--train-backbone-stages must be at least 0")
     if options.image_size % 32:
@@ -164,6 +168,8 @@ def train_detector(
     """Train (or continue training) a detector on ``options.data``'s train split; see the module doc."""
     _check_options(options)
     _seed_everything(options.seed)
+    if options.threads:
+        torch.set_num_threads(options.threads)
     train_dir = split_dir(options.data, options.train_split)
     annotations = read_split(train_dir)
     categories = category_list(annotations)
