@@ -77,6 +77,8 @@ def main() -> None:
     print("Find the garment in a consumer photo (by URL; its box from the annotations):")
     print(f"  curl '{args.api}/similar?image_url={url}&garment={box}&k=5'")
     print("Or upload the photo:")
+    print("Or let the detectors find every garment (trained models: `make models`):")
+    print(f"  curl '{args.api}/similar?image_url={url}&k=5'")
     photo = split / "image" / annotation.image_path.name
     print(f"  curl -F image=@{photo} '{args.api}/similar?garment={box}&k=5'")
     verdict = "one of its shop photos" if correct else "NOT one of its shop photos (a miss)"
