@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from clothes_search.evaluation.protocol import iou
+
 Box = tuple[float, float, float, float]
 CategoryMatch = Callable[[str, str], bool]
 
@@ -27,15 +29,6 @@ class TruthBox:
 
     box: Box
     category: str
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two xyxy boxes (0 when they do not overlap or have no area)."""
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def exact_match(detected: str, truth: str) -> bool:

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from clothes_search.evaluation.deepfashion2 import ImageAnnotation, read_split
+from clothes_search.evaluation.protocol import default_category_match
 from clothes_search.settings import CategorySettings
 from clothes_search.training.detector.average_precision import (
     CategoryMatch,
@@ -31,7 +32,6 @@ from ingestion.detection import Box
 
 #: the score a trained detector's boxes need to count for recall: the pipeline's default threshold
 RECALL_MIN_SCORE = 0.3
-ANY_GARMENT = "garment"
 
 
 class _HasBox(Protocol):
@@ -68,12 +68,8 @@ class DetectionScores:
 
 
 def category_matcher(coarse: Mapping[str, str]) -> CategoryMatch:
-    """Whether a detected name fits a ground-truth category: equal, its coarse group, or "garment"."""
-
-    def matches(detected: str, truth: str) -> bool:
-        return detected in (truth, ANY_GARMENT) or coarse.get(truth) == detected
-
-    return matches
+    """Whether a detected name fits a ground-truth category: the retrieval protocol's own rule."""
+    return default_category_match(coarse)
 
 
 def _mean(values: Sequence[float]) -> float:
