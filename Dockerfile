@@ -10,7 +10,8 @@ COPY search search
 COPY workers workers
 COPY db db
 COPY migrations migrations
+# model files in the image, beside the code; the embedded defaults' files (if used) in /app/data
+ENV CLOTHES_SEARCH_MODELS_DIR=/app/models CLOTHES_SEARCH_DATA_DIR=/app/data
 RUN pip install --no-cache-dir . && clothes-search models fetch-mediapipe
-ENV CLOTHES_SEARCH_MODELS_DIR=/app/models
 EXPOSE 8000
 CMD ["clothes-search", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

@@ -17,4 +17,4 @@ bench:
 	.venv/bin/clothes-search bench pipeline --count 64 --batch-size 1 --batch-size 32
 
 lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports --no-cache

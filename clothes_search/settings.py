@@ -6,11 +6,18 @@ Values come, highest priority first, from: keyword arguments, environment variab
 (``--config path.toml`` or ``CLOTHES_SEARCH_CONFIG``), then the defaults below.
 The defaults are the embedded, offline setup. Nothing is read at import time:
 call :meth:`Settings.load` once per process and pass the object down.
+
+Files are found from any working directory: the embedded defaults (SQLite file, Milvus Lite file,
+fetched model files) live in one per-user data folder (:func:`default_data_dir`, e.g.
+``~/.local/share/clothes-search``; ``CLOTHES_SEARCH_DATA_DIR`` moves it), relative paths in a
+config file are resolved against that file's folder, and other relative paths against the working
+directory of the process that loads the settings.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -20,11 +27,18 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
+)
+
+from clothes_search.settings_files import (
+    SQLITE_PREFIX,
+    ConfigFileSource,
+    absolute,
+    absolute_sqlite_url,
+    default_data_dir,
 )
 
 ENV_PREFIX = "CLOTHES_SEARCH_"
-DEFAULT_MODELS_DIR = Path("models")
+CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
 
 
 class ConfigError(ValueError):
@@ -139,8 +153,9 @@ class DatabaseSettings(BaseModel):
     """The metadata database (the source of truth for everything but the vectors)."""
 
     url: str = Field(
-        "sqlite:///data/catalog.db",
-        description="SQLAlchemy URL: sqlite:///path (embedded default) or postgresql+psycopg2://user@host/db.",
+        "",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg2://user@host/db; "
+        "default: sqlite:///<data_dir>/catalog.db.",
     )
     echo: bool = False
     pool_size: int = Field(5, gt=0, description="Connection pool size (PostgreSQL).")
@@ -150,9 +165,10 @@ class MilvusSettings(BaseModel):
     """The vector store: Milvus Lite on a local file, or a Milvus server by URI."""
 
     uri: str = Field(
-        "data/milvus.db",
+        "",
         description="A local path -> embedded Milvus Lite (one process); http://host:port -> a Milvus server "
-        "(`clothes-search milvus serve` for several local processes, standalone or a cluster).",
+        "(`clothes-search milvus serve` for several local processes, standalone or a cluster); "
+        "default: <data_dir>/milvus.db.",
     )
     token: str | None = Field(None, description="user:password or API key for a secured server.")
     timeout_s: float = Field(30.0, gt=0)
@@ -176,7 +192,9 @@ class MilvusSettings(BaseModel):
     )
     server_host: str = Field("127.0.0.1", description="`clothes-search milvus serve` bind address.")
     server_port: int = Field(19530, gt=0, lt=65536)
-    server_data_dir: Path = Field(Path("data/milvus-lite-server"))
+    server_data_dir: Path | None = Field(
+        None, description="`clothes-search milvus serve` data; default: <data_dir>/milvus-lite-server."
+    )
 
 
 class QueueSettings(BaseModel):
@@ -311,8 +329,13 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    models_dir: Path = Field(
-        DEFAULT_MODELS_DIR, description="Where fetched model files live (mediapipe/...)."
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Folder of the embedded defaults: catalog.db, milvus.db, models/ "
+        "(env CLOTHES_SEARCH_DATA_DIR).",
+    )
+    models_dir: Path | None = Field(
+        None, description="Where fetched model files live (mediapipe/...); default: <data_dir>/models."
     )
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     categories: CategorySettings = Field(default_factory=CategorySettings)
@@ -341,6 +364,28 @@ class Settings(BaseSettings):
             raise ValueError("at least one embedder is required")
         return embedders
 
+    @model_validator(mode="after")
+    def _place_files(self) -> Settings:
+        """Fill the file defaults from ``data_dir`` and make local paths absolute (stable under chdir).
+
+        Nested sections are replaced by updated copies, never changed in place (they may be shared).
+        """
+        self.data_dir = absolute(self.data_dir)
+        self.models_dir = absolute(self.models_dir or self.data_dir / "models")
+        database_url = self.database.url or f"{SQLITE_PREFIX}{self.data_dir / 'catalog.db'}"
+        self.database = self.database.model_copy(update={"url": absolute_sqlite_url(database_url)})
+        uri = self.milvus.uri or str(self.data_dir / "milvus.db")
+        server_dir = self.milvus.server_data_dir or self.data_dir / "milvus-lite-server"
+        self.milvus = self.milvus.model_copy(
+            update={
+                "uri": uri if "://" in uri or uri.startswith("unix:") else str(absolute(Path(uri))),
+                "server_data_dir": absolute(server_dir),
+            }
+        )
+        self.detectors = [_with_absolute_checkpoint(d) for d in self.detectors]
+        self.embedders = [_with_absolute_checkpoint(e) for e in self.embedders]
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -350,13 +395,19 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, ConfigFileSource(settings_cls))
 
     @classmethod
     def load(cls, config_file: Path | str | None = None, **overrides: Any) -> Settings:
-        """Build the settings from overrides, the environment and an optional TOML file."""
+        """Build the settings from overrides, the environment and a TOML file.
+
+        The file is ``config_file``, else the one ``CLOTHES_SEARCH_CONFIG`` names (so every entry
+        point — click, gunicorn, Celery — sees the same settings), else none.
+        """
         from pydantic import ValidationError
 
+        if config_file is None:
+            config_file = os.environ.get(CONFIG_ENV) or None
         source_cls: type[Settings] = cls
         if config_file is not None:
             path = Path(config_file)
@@ -372,3 +423,12 @@ class Settings(BaseSettings):
             raise ConfigError(f"invalid settings{where}:\n{exc}") from exc
         except ValueError as exc:  # TOML syntax errors
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+
+
+ModelConfig = DetectorConfig | EmbedderConfig
+
+
+def _with_absolute_checkpoint(config: ModelConfig) -> ModelConfig:
+    if config.checkpoint is None or config.checkpoint.is_absolute():
+        return config
+    return config.model_copy(update={"checkpoint": absolute(config.checkpoint)})

@@ -171,11 +171,6 @@ class CatalogFilter:
     def __hash__(self) -> int:
         return hash(self.to_expression())
 
-    @property
-    def is_empty(self) -> bool:
-        """True when the filter constrains nothing."""
-        return not self.to_expression()
-
     def to_expression(self) -> str:
         """The Milvus boolean expression; an empty string when there is no constraint."""
         parts: list[str] = []

@@ -1,6 +1,6 @@
 """Writing an item's crops to the database and Milvus in an order that a crash cannot corrupt.
 
-Write order for :func:`replace_item_crops` (the database is the truth; search joins Milvus
+Write order for :func:`index_items` (the database is the truth; search joins Milvus
 hits with crop rows and drops hits that have none):
 
 1. **Milvus upsert** of the new vectors (one call for a whole batch of items). Their ids

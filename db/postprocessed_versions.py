@@ -19,7 +19,6 @@ snapshot is read, so items ingested during a build are written by ingestion itse
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 import uuid
@@ -33,10 +32,9 @@ from sqlalchemy.orm import Session
 
 from db.models import IndexState, IndexVersion
 from db.session import Database
+from db.vector_transforms import DBA_WEIGHTS, PCAWhitening, augment_one, database_side_augmentation
 from db.vectors import CropRecord, VectorStore
-from ingestion.postprocess import PCAWhitening, database_side_augmentation
 
-DBA_WEIGHTS = ("uniform", "linear")
 WRITE_CHUNK = 5000
 
 
@@ -97,42 +95,8 @@ class VersionTransform:
         """``(G, d)`` raw vectors, each with its ``(n_i, d)`` raw neighbours best first → stored rows."""
         out = np.empty_like(vectors, dtype=np.float32)
         for row, (vector, near) in enumerate(zip(vectors, neighbours, strict=True)):
-            out[row] = augment(vector, near[: self.spec.dba_top_n], self.spec.dba_weights)
+            out[row] = augment_one(vector, near[: self.spec.dba_top_n], self.spec.dba_weights)
         return self.whitening.transform(out) if self.whitening is not None else out
-
-
-def augment(vector: np.ndarray, neighbours: np.ndarray, weights: str) -> np.ndarray:
-    """DBA of one vector given its neighbours (best first), with :func:`database_side_augmentation`'s rule."""
-    rows = np.concatenate(
-        [vector[None, :], np.asarray(neighbours, dtype=np.float32).reshape(-1, vector.size)]
-    )
-    n = rows.shape[0] - 1
-    w = np.ones(n + 1) if weights == "uniform" else (n + 1 - np.arange(n + 1)) / (n + 1)
-    units = rows.astype(np.float64) / np.linalg.norm(rows.astype(np.float64), axis=1, keepdims=True)
-    total = (w[:, None] * units).sum(axis=0)
-    return (total / np.linalg.norm(total)).astype(np.float32)
-
-
-def whitening_to_bytes(whitening: PCAWhitening) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        mean=whitening.mean,
-        projection=whitening.projection,
-        explained_variance=whitening.explained_variance,
-        eps=np.float64(whitening.eps),
-    )
-    return buffer.getvalue()
-
-
-def whitening_from_bytes(data: bytes) -> PCAWhitening:
-    with np.load(io.BytesIO(data)) as arrays:
-        return PCAWhitening(
-            mean=arrays["mean"],
-            projection=arrays["projection"],
-            explained_variance=arrays["explained_variance"],
-            eps=float(arrays["eps"]),
-        )
 
 
 _TRANSFORMS: dict[str, VersionTransform] = {}  # by collection name: unique, unlike ids across databases
@@ -146,7 +110,7 @@ def version_transform(version: IndexVersion) -> VersionTransform | None:
     with _TRANSFORMS_LOCK:
         cached = _TRANSFORMS.get(version.collection_name)
         if cached is None:
-            whitening = whitening_from_bytes(version.whitening) if version.whitening else None
+            whitening = PCAWhitening.from_bytes(version.whitening) if version.whitening else None
             cached = VersionTransform(PostprocessSpec.from_dict(version.postprocess), whitening)
             _TRANSFORMS[version.collection_name] = cached
         return cached
@@ -261,7 +225,7 @@ def build_postprocessed_version(
             state=IndexState.BUILDING,
             base_version_id=base_version_id,
             postprocess=spec.to_dict(),
-            whitening=whitening_to_bytes(whitening) if whitening is not None else None,
+            whitening=whitening.to_bytes() if whitening is not None else None,
             **base_fields,
         )
         session.add(version)

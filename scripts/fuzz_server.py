@@ -32,7 +32,8 @@ from werkzeug.serving import make_server
 
 from clothes_search.settings import Settings
 from db import migrate
-from search.app import ApiServices, create_app
+from search.api_services import ApiServices
+from search.app import create_app
 from search.openapi import openapi_document
 
 log = logging.getLogger("fuzz_server")
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True, help="empty directory for the database files")
     parser.add_argument("--ready-file", type=Path, required=True, help="gets the port once serving")
     parser.add_argument("--summary", type=Path, required=True, help="JSON counts written on exit")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--models-dir", type=Path, help="default: the settings' (the per-user folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
@@ -169,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     images = {f"/product-{n}.jpg": product_jpeg(colour) for n, colour in enumerate(COLOURS)}
     image_server = serve_images(images)
     base = f"http://127.0.0.1:{image_server.server_address[1]}"
+    models = {"models_dir": args.models_dir.absolute()} if args.models_dir else {}
     settings = Settings.load(
-        models_dir=args.models_dir.absolute(),
+        **models,
         database={"url": f"sqlite:///{args.root.absolute() / 'catalog.db'}"},
         milvus={"uri": str(args.root.absolute() / "m.db"), "index_type": "FLAT"},
         fetch={"allowed_networks": ["127.0.0.1/32"], "total_timeout_s": 10, "read_timeout_s": 5},

@@ -7,5 +7,7 @@ scripts/system-deps.sh
 scripts/setup.sh --dev
 echo "==> ruff"
 .venv/bin/ruff check .
+echo "==> import contracts (layers, see README)"
+.venv/bin/lint-imports --no-cache
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"

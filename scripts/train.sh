@@ -21,11 +21,12 @@ if [[ ${FORCE:-0} == 1 || ! -f $MODELS/embedder.pt ]]; then
 fi
 cat > "$MODELS/trained.toml" <<TOML
 # written by scripts/train.sh: the trained detector fused with the pose detectors (WBF), the
-# trained embedder concatenated with EfficientNet-Lite2 (see docs/evaluation.md#training)
+# trained embedder concatenated with EfficientNet-Lite2 (see docs/evaluation.md#training).
+# Relative paths are relative to this file's folder.
 [[detectors]]
 name = "df2_fcos"
 backend = "torchvision"
-checkpoint = "$MODELS/detector.pt"
+checkpoint = "detector.pt"
 
 [[detectors]]
 name = "pose_keypoints"
@@ -41,7 +42,7 @@ options = { box_source = "mask" }
 name = "trained_emb"
 backend = "trained"
 model = "efficientnet_lite:lite0"
-checkpoint = "$MODELS/embedder.pt"
+checkpoint = "embedder.pt"
 
 [[embedders]]
 name = "effnet_lite2"

@@ -41,7 +41,8 @@ from ingestion.errors import (
     ModelError,
     UnsafeURLError,
 )
-from search.similar import IndexNotReadyError, NoGarmentFoundError
+from search.query_stages import IndexNotReadyError, NoGarmentFoundError
+from workers.dispatch import QueueUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,6 @@ class ApiError(ClothesSearchError):
         self.message = message
         self.parameter = parameter
         self.extra = dict(extra or {})
-
-
-class QueueUnavailableError(ClothesSearchError):
-    """The ingestion queue's broker cannot be reached: the items stay pending, retry the request."""
-
-    kind = "queue_unavailable"
 
 
 def error_response(

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,11 +40,12 @@ from sqlalchemy import select
 from db.indexing import delete_item
 from db.models import Item
 from ingestion.feed import CatalogRow, parse_records
-from search.app import ApiServices
+from search.api_limits import MAX_ROWS
+from search.api_services import ApiServices
 from search.errors import ApiError
+from search.item_view import item_view
 from workers.submit import job_progress, submit_rows
 
-MAX_ROWS = 1000
 MAX_DB_ID = 2**31 - 1  # ids are 32-bit INTEGER columns: larger ones cannot exist
 _CLIENT_ID_HEADER = "X-Client-Id"
 _CLIENT_ID_MAX = 128
@@ -138,7 +138,7 @@ def parse_submission(body: bytes, created_by: str) -> ItemsSubmission:
     return ItemsSubmission(rows=rows, errors=errors, created_by=created_by)
 
 
-def submit_items(services: ApiServices, submission: ItemsSubmission) -> SubmissionOutcome:
+def submit_items(api: ApiServices, submission: ItemsSubmission) -> SubmissionOutcome:
     """Upsert the rows, open a job for those that need the models and get it processed."""
     if not submission.rows:
         raise ApiError(
@@ -147,16 +147,15 @@ def submit_items(services: ApiServices, submission: ItemsSubmission) -> Submissi
             f"all {len(submission.errors)} rows are invalid",
             extra={"errors": [asdict(e) for e in submission.errors]},
         )
-    resources = services.resources
     result = submit_rows(
-        resources.database,
-        resources.store,
+        api.services.database,
+        api.services.store,
         submission.rows,
         source="api",
         created_by=submission.created_by,
     )
     if result.job_id is not None:
-        services.dispatch(result.queued, result.job_id)
+        api.dispatch(result.queued, result.job_id)
     return SubmissionOutcome(
         job_id=result.job_id,
         queued=len(result.queued),
@@ -166,57 +165,26 @@ def submit_items(services: ApiServices, submission: ItemsSubmission) -> Submissi
     )
 
 
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite drops the zone; every time is stored in UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment.isoformat()
-
-
-def item_view(item: Item) -> dict[str, Any]:
-    """An item's public fields (``price`` as an exact decimal string)."""
-    return {
-        "sku": item.sku,
-        "title": item.title,
-        "category": item.category,
-        "brand": item.brand,
-        "price": str(item.price) if item.price is not None else None,
-        "currency": item.currency,
-        "color": item.color,
-        "sizes": list(item.sizes or []),
-        "in_stock": bool(item.in_stock),
-        "attributes": dict(item.attributes or {}),
-        "image_url": item.image_url,
-        "status": item.status.value,
-        "last_error": item.last_error,
-        "attempts": item.attempts,
-        "last_job_id": item.last_job_id,
-        "indexed_at": _iso(item.indexed_at),
-        "updated_at": _iso(item.updated_at),
-    }
-
-
-def find_item(services: ApiServices, sku: str) -> dict[str, Any]:
+def find_item(api: ApiServices, sku: str) -> dict[str, Any]:
     """The item ``sku`` as :func:`item_view`; 404 if unknown."""
-    with services.resources.database.session() as session:
+    with api.services.database.session() as session:
         item = session.scalar(select(Item).where(Item.sku == sku))
         if item is None:
             raise ApiError(404, "not_found", f"no item with sku {sku!r}")
         return item_view(item)
 
 
-def remove_item(services: ApiServices, sku: str) -> None:
+def remove_item(api: ApiServices, sku: str) -> None:
     """Delete the item ``sku``, its crops and its vectors; 404 if unknown."""
-    resources = services.resources
-    with resources.database.session() as session:
-        if not delete_item(session, resources.store, sku):
+    process = api.services
+    with process.database.session() as session:
+        if not delete_item(session, process.store, sku):
             raise ApiError(404, "not_found", f"no item with sku {sku!r}")
 
 
-def job_view(services: ApiServices, job_id: int) -> dict[str, Any]:
+def job_view(api: ApiServices, job_id: int) -> dict[str, Any]:
     """A job's progress; 404 if unknown."""
-    progress = job_progress(services.resources.database, job_id) if job_id <= MAX_DB_ID else None
+    progress = job_progress(api.services.database, job_id) if job_id <= MAX_DB_ID else None
     if progress is None:
         raise ApiError(404, "not_found", f"no job {job_id}")
     return {

@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from clothes_search.booleans import DESCRIPTION as BOOLEAN_WORDS
 from clothes_search.settings import SearchSettings
-from search.app import MAX_CONTENT_LENGTH
-from search.items_api import MAX_ROWS
+from search.api_limits import MAX_CONTENT_LENGTH, MAX_ROWS
 
 OPENAPI_VERSION = "3.0.3"
 JSON = "application/json"
@@ -231,7 +231,7 @@ def _similar_parameters(search: SearchSettings) -> list[dict[str, Any]]:
         repeated("brand"),
         query("price_min", {"type": "number"}, "Lowest price (items without a price never match)."),
         query("price_max", {"type": "number"}, "Highest price."),
-        query("in_stock", {"type": "boolean"}, "Stock filter; also accepts 1/0, yes/no, on/off."),
+        query("in_stock", {"type": "boolean"}, f"Stock filter; accepts {BOOLEAN_WORDS}."),
         query(
             "garment",
             {"type": "string", "default": "all"},
@@ -245,7 +245,7 @@ def _similar_parameters(search: SearchSettings) -> list[dict[str, Any]]:
         query(
             "qe",
             {"type": "boolean", "default": search.query_expansion},
-            "Average query expansion; also accepts 1/0, yes/no, on/off.",
+            f"Average query expansion; accepts {BOOLEAN_WORDS}.",
         ),
     ]
 

@@ -30,12 +30,12 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
 from clothes_search.errors import ClothesSearchError
+from clothes_search.services import Services
 from db.index_versions import live_version
-from search.app import ApiServices
+from search.api_services import ApiServices
 from search.errors import RETRY_AFTER_S
 from search.metrics import ApiMetrics
 from search.openapi import openapi_document
-from workers.resources import WorkerResources
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,19 @@ def _run(name: str, check: Callable[[], T]) -> T:
         raise _CheckFailed(f"failed: {kind}") from exc
 
 
-def _ping(resources: WorkerResources) -> bool:
-    with resources.database.session() as session:
+def _ping(services: Services) -> bool:
+    with services.database.session() as session:
         session.execute(text("SELECT 1"))
     return True
 
 
-def _live_collection(resources: WorkerResources) -> str | None:
-    with resources.database.session() as session:
+def _live_collection(services: Services) -> str | None:
+    with services.database.session() as session:
         version = live_version(session)
         return version.collection_name if version is not None else None
 
 
-def readiness(resources: WorkerResources) -> tuple[dict[str, str], list[str]]:
+def readiness(services: Services) -> tuple[dict[str, str], list[str]]:
     """Run every check: what each shows, and the names of the failing ones."""
     checks: dict[str, str] = {}
     failing: list[str] = []
@@ -92,13 +92,13 @@ def readiness(resources: WorkerResources) -> tuple[dict[str, str], list[str]]:
         checks[name] = OK
         return result
 
-    database_ok = record("database", lambda: _ping(resources))
-    collections = record("vector_store", lambda: resources.store.list_collections())
-    record("models", lambda: resources.pipeline.load())
+    database_ok = record("database", lambda: _ping(services))
+    collections = record("vector_store", lambda: services.store.list_collections())
+    record("models", lambda: services.pipeline.load())
     if not database_ok:
         checks["index"] = UNKNOWN
         return checks, failing
-    live = record("index", lambda: _live_collection(resources))  # e.g. a schema not migrated
+    live = record("index", lambda: _live_collection(services))  # e.g. a schema not migrated
     if "index" in failing:
         return checks, failing
     checks["index"] = live or NO_INDEX
@@ -113,8 +113,7 @@ def readiness(resources: WorkerResources) -> tuple[dict[str, str], list[str]]:
 def readyz() -> ResponseReturnValue:
     """Readiness: 200 when the backends and the models answer, else 503 naming the failing checks."""
     try:
-        resources = ApiServices.of(current_app).resources
-        checks, failing = readiness(resources)
+        checks, failing = readiness(ApiServices.of(current_app).services)
     except Exception:  # never a 500: a probe only needs "not ready"
         log.exception("readiness checks could not run")
         checks = {name: UNKNOWN for name in ("database", "vector_store", "models", "index")}

@@ -38,11 +38,17 @@ for pools of a few hundred; ``Q`` only adds a cheap loop for the Jaccard step.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-__all__ = ["k_reciprocal_rerank", "rerank_order"]
+from clothes_search.vector_math import (
+    as_matrix,
+    integer_at_least,
+    nonzero_row_norms,
+    same_dimension,
+    unit_interval,
+)
+
+__all__ = ["k_reciprocal_rerank"]
 
 
 def k_reciprocal_rerank(
@@ -67,7 +73,7 @@ def k_reciprocal_rerank(
 
     Returns:
         ``(Q, G)`` float32 *distances* (lower is better), ``(1 - λ)·Jaccard + λ·original``, each in
-        ``[0, 1]``; :func:`rerank_order` turns them into the new order.
+        ``[0, 1]``; a stable ``argsort`` of a row is the new order of the gallery.
 
     Raises:
         ValueError: on bad shapes, non-finite or zero rows, ``k1 < 1``, ``k2 < 1`` or ``λ`` outside
@@ -75,13 +81,10 @@ def k_reciprocal_rerank(
     """
     probes = _as_features(query, "query")
     candidates = _as_features(gallery, "gallery")
-    if probes.shape[1] != candidates.shape[1]:
-        raise ValueError(
-            f"query and gallery dimensions differ: query is {probes.shape}, gallery is {candidates.shape}"
-        )
-    k1 = _positive_int(k1, "k1")
-    k2 = _positive_int(k2, "k2")
-    lam = _unit_interval(lambda_value, "lambda_value")
+    same_dimension(probes, candidates)
+    k1 = integer_at_least(k1, 1, "k1")
+    k2 = integer_at_least(k2, 1, "k2")
+    lam = unit_interval(lambda_value, "lambda_value")
 
     pool = np.concatenate([probes, candidates])
     pool /= np.linalg.norm(pool, axis=1, keepdims=True)
@@ -109,28 +112,6 @@ def k_reciprocal_rerank(
     jaccard = _jaccard_distance(encoding[:n_query], encoding[n_query:])
     final = (1.0 - lam) * jaccard + lam * original[:n_query, n_query:]
     return final.astype(np.float32)
-
-
-def rerank_order(distances: np.ndarray) -> np.ndarray:
-    """Order the gallery for each query by increasing distance.
-
-    Args:
-        distances: ``(Q, G)`` finite *distances* (lower is better), e.g. from :func:`k_reciprocal_rerank`.
-
-    Returns:
-        ``(Q, G)`` ``np.intp`` gallery indices, best first; a stable argsort, so ties keep gallery order.
-
-    Raises:
-        ValueError: if ``distances`` is not a finite real 2-D array.
-    """
-    values = np.asarray(distances)
-    if values.ndim != 2:
-        raise ValueError(f"distances must be a 2-D (Q, G) array, got shape {values.shape}")
-    if not _is_real(values.dtype):
-        raise ValueError(f"distances must be real numbers, got dtype {values.dtype}")
-    if not np.isfinite(values).all():
-        raise ValueError("distances contain NaN or infinite values")
-    return np.argsort(values, axis=1, kind="stable")
 
 
 def _original_distance(pool: np.ndarray) -> np.ndarray:
@@ -181,36 +162,7 @@ def _jaccard_distance(query_encoding: np.ndarray, gallery_encoding: np.ndarray) 
 
 
 def _as_features(x: np.ndarray, name: str) -> np.ndarray:
-    """A float64 copy of a ``(n, d)`` real matrix with ``n, d >= 1``, finite and non-zero rows."""
-    array = np.asarray(x)
-    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
-        raise ValueError(f"{name} must be a non-empty 2-D (n, d) array, got shape {array.shape}")
-    if not _is_real(array.dtype):
-        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
-    values = array.astype(np.float64)  # always a copy: the caller's array is never touched
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    zero = np.flatnonzero(~(np.abs(values).max(axis=1) > 0.0))
-    if zero.size:
-        raise ValueError(f"{name} has all-zero rows (no direction to compare): {zero[:10].tolist()}")
-    return values
-
-
-def _is_real(dtype: np.dtype) -> bool:
-    return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
-
-
-def _positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _unit_interval(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return float(value)
+    """A float64 copy of a non-empty ``(n, d)`` real matrix with finite, non-zero rows."""
+    array = as_matrix(x, name)
+    nonzero_row_norms(array, name)
+    return array.astype(np.float64)  # always a copy: the caller's array is never touched

@@ -4,7 +4,8 @@ Parameters (query string for both): ``k`` (default ``search.default_k``, at most
 ``search.max_k``); filters ``category`` and ``brand`` (repeatable), ``price_min``,
 ``price_max``, ``in_stock`` (true/false), ``attr.<name>=<value>``; ``garment`` (``all``,
 ``largest`` or a box ``x1,y1,x2,y2`` in pixels); ``rerank`` (``none`` | ``k_reciprocal``);
-``qe`` (on/off). Unknown parameters are refused, so a typo never silently drops a filter.
+``qe`` (true/false). Yes/no values take the words of :mod:`clothes_search.booleans`, as feeds
+do. Unknown parameters are refused, so a typo never silently drops a filter.
 """
 
 from __future__ import annotations
@@ -18,22 +19,24 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import MultiDict
 
+from clothes_search.booleans import DESCRIPTION as BOOLEAN_WORDS
+from clothes_search.booleans import parse_boolean
 from clothes_search.settings import FetchSettings, SearchSettings
 from db.filters import CatalogFilter
 from ingestion.detection import Box
 from ingestion.images import LoadedImage, decode_image, load_image
-from search.app import ApiServices
+from search.api_services import ApiServices
 from search.errors import ApiError
-from search.items_api import item_view
+from search.item_view import item_view
 from search.metrics import observe_similar_stages
-from search.similar import GarmentChoice, SimilarQuery, SimilarResult, search_similar
+from search.query_stages import GarmentChoice
+from search.similar import SimilarQuery, SimilarResult, search_similar
 
 similar = Blueprint("similar", __name__)
 
 PARAMETERS = {
     *("image_url", "k", "category", "brand", "price_min", "price_max", "in_stock", "garment", "rerank", "qe"),
 }
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def _bad(parameter: str, message: str) -> ApiError:
@@ -44,12 +47,10 @@ def _boolean(args: MultiDict[str, str], name: str) -> bool | None:
     raw = args.get(name)
     if raw is None:
         return None
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise _bad(name, f"expected true or false, got {raw!r}")
+    value = parse_boolean(raw)
+    if value is None:
+        raise _bad(name, f"expected {BOOLEAN_WORDS}, got {raw!r}")
+    return value
 
 
 def _number(args: MultiDict[str, str], name: str) -> float | None:
@@ -152,12 +153,12 @@ def _search(
     query: SimilarQuery, stage: str, load: Callable[[FetchSettings], LoadedImage]
 ) -> ResponseReturnValue:
     """Obtain the image (timed as ``stage``), search, answer."""
-    services = ApiServices.of(current_app)
+    api = ApiServices.of(current_app)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    loaded = load(services.settings.fetch)
+    loaded = load(api.settings.fetch)
     timings[stage] = (time.perf_counter() - start) * 1000
-    return _answer(search_similar(services.resources, loaded.image, query, timings), timings)
+    return _answer(search_similar(api.services, loaded.image, query, timings), timings)
 
 
 @similar.get("/similar")

@@ -17,6 +17,7 @@ from live_server import free_port
 from PIL import Image
 
 from clothes_search.settings import Settings
+from clothes_search.settings_files import default_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "tests" / "data"
@@ -29,12 +30,13 @@ def _require(path: Path, how: str) -> Path:
     return path
 
 
-MODELS_DIR = Path(os.environ.get("CLOTHES_SEARCH_TEST_MODELS_DIR", REPO_ROOT / "models"))
+# where `scripts/setup.sh` puts the fetched model files: the per-user data folder (not the checkout)
+MODELS_DIR = Path(os.environ.get("CLOTHES_SEARCH_TEST_MODELS_DIR", default_data_dir() / "models"))
 
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
-    """The models directory the project's set-up fills, with the MediaPipe files in it."""
+    """The per-user models folder the project's set-up fills, with the MediaPipe files in it."""
     _require(
         MODELS_DIR / "mediapipe", "run scripts/setup.sh (it runs `clothes-search models fetch-mediapipe`)"
     )
@@ -64,14 +66,16 @@ def astronaut(astronaut_path: Path) -> Image.Image:
 
 
 @pytest.fixture
-def make_settings(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
-    """Settings from keyword overrides, isolated from the caller's CLOTHES_SEARCH_* environment."""
+def make_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings from keyword overrides, isolated from the caller's CLOTHES_SEARCH_* environment; the
+    embedded defaults' files (database, Milvus Lite) land in the test's own folder."""
     for key in list(os.environ):
         if key.startswith("CLOTHES_SEARCH_") and not key.startswith("CLOTHES_SEARCH_TEST_"):
             monkeypatch.delenv(key)
 
     def build(**overrides: Any) -> Settings:
         overrides.setdefault("models_dir", MODELS_DIR)
+        overrides.setdefault("data_dir", tmp_path / "data")
         return Settings.load(**overrides)
 
     return build

@@ -151,7 +151,7 @@ class LiveServer(HttpClient, BackgroundServer):
 def served_api(app: Any) -> Iterator[LiveServer]:
     """Serve an app built by ``search.app.create_app``; afterwards stop it and close its services
     (which waits for in-process ingestion it accepted)."""
-    from search.app import ApiServices
+    from search.api_services import ApiServices
 
     server = LiveServer(app).start()
     try:
@@ -195,7 +195,7 @@ class ServeProcess(HttpClient):
     def start(self) -> Self:
         for _attempt in range(3):  # the free port may be taken between probing and binding
             self.port = free_port(self.host)
-            command = [str(CLI), "serve", "--port", str(self.port), "--workers", str(self.workers)]
+            command = self.command()
             with self.log_path.open("ab") as log:
                 logged = log.tell()
                 self._process = subprocess.Popen(
@@ -212,6 +212,10 @@ class ServeProcess(HttpClient):
             if "Connection in use" not in self.log_tail(since=logged):  # gunicorn's words
                 break
         pytest.fail(f"clothes-search serve did not start:\n{self.log_tail()}", pytrace=False)
+
+    def command(self) -> list[str]:
+        """The server's command line for ``self.port``."""
+        return [str(CLI), "serve", "--port", str(self.port), "--workers", str(self.workers)]
 
     def _wait_ready(self) -> bool:
         """True once /healthz answers 200; False if the process exits first; fails at the deadline."""
@@ -251,6 +255,22 @@ class ServeProcess(HttpClient):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class GunicornProcess(ServeProcess):
+    """Plain ``gunicorn 'search.app:create_app()'``, as :mod:`search.app` says to run it, configured
+    only by its environment (``CLOTHES_SEARCH_CONFIG`` and ``CLOTHES_SEARCH_*``)."""
+
+    def command(self) -> list[str]:
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        return [
+            str(gunicorn),
+            "-b",
+            f"{self.host}:{self.port}",
+            "-w",
+            str(self.workers),
+            "search.app:create_app()",
+        ]
 
 
 def wait_for_job(api: HttpClient, location: str, timeout_s: float = 60.0) -> dict[str, Any]:

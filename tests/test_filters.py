@@ -32,8 +32,7 @@ HOSTILE = [
 
 def test_empty_filter_has_no_expression() -> None:
     assert CatalogFilter().to_expression() == ""
-    assert CatalogFilter().is_empty
-    assert not CatalogFilter(in_stock=False).is_empty
+    assert CatalogFilter(in_stock=False).to_expression() == "(in_stock == false)"
 
 
 def test_expression_for_every_field() -> None:

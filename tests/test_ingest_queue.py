@@ -62,6 +62,7 @@ def environment(broker, postgres_url, milvus_server_uri, models_dir, tmp_path):
     collection_prefix = f"crops_{tmp_path.name[-8:].replace('-', '_')}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOTHES_SEARCH_")}
     env.update(
+        CLOTHES_SEARCH_DATA_DIR=str(tmp_path / "data"),
         CLOTHES_SEARCH_MODELS_DIR=str(models_dir),
         CLOTHES_SEARCH_DATABASE__URL=postgres_url,
         CLOTHES_SEARCH_MILVUS__URI=milvus_server_uri,
@@ -117,8 +118,8 @@ class Worker:
 def workers(environment, tmp_path):
     started: list[Worker] = []
 
-    def start() -> Worker:
-        worker = Worker(environment, tmp_path / f"worker{len(started)}.log")
+    def start(env: dict[str, str] | None = None) -> Worker:
+        worker = Worker(env or environment, tmp_path / f"worker{len(started)}.log")
         started.append(worker)
         return worker
 
@@ -257,4 +258,31 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(environment, wor
     assert all(status == ItemStatus.INDEXED for status, _ in final.values()), final
     assert (job.done, job.failed) == (40, 0)
     assert assert_vectors_match_rows(database, environment) == 40
+    database.dispose()
+
+
+def test_the_worker_schedule_requeues_items_whose_worker_vanished(environment, workers, images, tmp_path):
+    """Items left ``processing`` by a worker that died (no task of theirs left in any queue) are swept
+    back by the schedule ``clothes-search worker`` runs (beat), with nobody following the job."""
+    from datetime import timedelta
+
+    from db.models import utcnow
+    from ingestion.feed import parse_records
+    from workers.submit import submit_rows
+
+    environment = {**environment, "CLOTHES_SEARCH_QUEUE__STALE_CLAIM_S": "3"}
+    database = Database(DatabaseSettings(url=environment["CLOTHES_SEARCH_DATABASE__URL"]))
+    rows = [
+        {"sku": f"S-{i}", "image_url": images.add(f"/s{i}.jpg", Response(jpeg((i * 40, 9, 99))))}
+        for i in range(3)
+    ]
+    submitted = submit_rows(database, None, [row for _, row in parse_records(rows).rows], source="test")
+    with database.session() as session:  # claimed long ago by a worker that is gone
+        for item in session.scalars(select(Item)):
+            item.status, item.claim_token = ItemStatus.PROCESSING, "dead-worker"
+            item.claimed_at = utcnow() - timedelta(hours=1)
+    workers(environment)  # nothing is sent to the queue: only the worker's schedule can find them
+    job = wait_for_job(database, submitted.job_id)
+    assert (job.done, job.failed) == (3, 0)
+    assert all(status == ItemStatus.INDEXED for status, _ in statuses(database).values())
     database.dispose()

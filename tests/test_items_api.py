@@ -21,8 +21,9 @@ from sample_images import product_shot
 
 from clothes_search.settings import Settings
 from db import migrate
-from search.app import MAX_CONTENT_LENGTH, ApiServices, create_app
-from search.items_api import MAX_ROWS
+from search.api_limits import MAX_CONTENT_LENGTH, MAX_ROWS
+from search.api_services import ApiServices
+from search.app import create_app
 
 REDIS_URL = os.environ.get("CLOTHES_SEARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 LIGHT_MODELS: dict[str, Any] = {
@@ -90,7 +91,7 @@ def assert_error(reply: Any, status: int, code: str) -> dict[str, Any]:
 def live_fields(api: LiveServer, sku: str) -> Any:
     """The filter fields Milvus holds for ``sku`` (None: no vectors)."""
     services = ApiServices.of(api.app)
-    store = services.resources.store
+    store = services.services.store
     collection = store.resolve_alias(services.settings.milvus.live_alias)
     assert collection is not None
     return store.item_fields(collection, [sku]).get(sku)

@@ -55,3 +55,19 @@ def test_cli_command_reports_what_it_did(tmp_path, wheel):
     assert "installed" in result.output
     result = runner.invoke(main, ["models", "fetch-mediapipe", "--wheel", str(wheel), "--dest", str(target)])
     assert "already present" in result.output
+
+
+def test_files_of_an_old_checkout_folder_are_copied_not_downloaded(tmp_path, models_dir, monkeypatch):
+    """A checkout set up before the per-user folder keeps its ./models/mediapipe: set-up copies it."""
+    checkout = tmp_path / "checkout"
+    (checkout / "models").mkdir(parents=True)
+    (checkout / "models" / "mediapipe").symlink_to(models_dir / "mediapipe")
+    data_dir = tmp_path / "user-data"
+    monkeypatch.chdir(checkout)
+    monkeypatch.setenv("CLOTHES_SEARCH_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("CLOTHES_SEARCH_MODELS_DIR", raising=False)
+    # no --wheel and no network: only copying can succeed
+    result = CliRunner().invoke(main, ["models", "fetch-mediapipe"])
+    assert result.exit_code == 0, result.output
+    assert missing_mediapipe_files(data_dir / "models" / "mediapipe") == []
+    assert "installed" in result.output and str(data_dir / "models" / "mediapipe") in result.output

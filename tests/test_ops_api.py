@@ -28,7 +28,8 @@ from sample_images import product_shot
 from clothes_search.settings import Settings
 from db import migrate
 from db.index_versions import live_version
-from search.app import ApiServices, create_app
+from search.api_services import ApiServices
+from search.app import create_app
 
 LIGHT_MODELS: dict[str, Any] = {
     "detectors": [{"name": "whole", "backend": "whole_image"}],
@@ -115,7 +116,7 @@ def test_readyz_is_ready_when_the_backends_and_models_answer(catalog_api):
     assert {k: checks[k] for k in ("database", "vector_store", "models")} == dict.fromkeys(
         ("database", "vector_store", "models"), "ok"
     )
-    with ApiServices.of(api.app).resources.database.session() as session:
+    with ApiServices.of(api.app).services.database.session() as session:
         assert checks["index"] == live_version(session).collection_name
 
 

@@ -19,15 +19,13 @@ from db.indexing import ItemCrops, NewCrop, delete_item, index_items
 from db.models import IndexState, IndexVersion, Item
 from db.postprocessed_versions import (
     PostprocessSpec,
-    augment,
     build_postprocessed_version,
     version_transform,
-    whitening_from_bytes,
 )
 from db.reconcile import reconcile
 from db.session import Database
+from db.vector_transforms import PCAWhitening, augment_one, database_side_augmentation
 from db.vectors import VectorStore
-from ingestion.postprocess import PCAWhitening, database_side_augmentation
 
 DIM = 12
 ITEMS = 30
@@ -87,7 +85,7 @@ def test_the_derived_version_holds_pca_of_dba_of_the_raw_vectors(indexed):
     with database.session() as session:
         version = session.get(IndexVersion, report.version_id)
         assert version.state == IndexState.BUILDING and version.rows_version_id == base_id
-        kept = whitening_from_bytes(version.whitening)
+        kept = PCAWhitening.from_bytes(version.whitening)
         np.testing.assert_allclose(kept.projection, whitening.projection, rtol=1e-5, atol=1e-6)
         assert version.postprocess["dba_top_n"] == 3
 
@@ -120,7 +118,7 @@ def test_ingestion_and_deletion_keep_the_derived_version_up_to_date(indexed):
     with database.session() as session:
         transform = version_transform(session.get(IndexVersion, report.version_id))
     expected = transform.whitening.transform(
-        augment(new_vector, np.stack([raw[i] for i in nearest]), "uniform")[None]
+        augment_one(new_vector, np.stack([raw[i] for i in nearest]), "uniform")[None]
     )
     np.testing.assert_allclose(stored(store, report.collection)[new_id], expected[0], atol=1e-5)
     # the whitened query finds it first in the live (derived) version

@@ -14,12 +14,7 @@ from click.testing import CliRunner
 
 from clothes_search.cli.context import CliContext
 from clothes_search.cli.train_detector import eval_detector, train_detector
-from clothes_search.evaluation.deepfashion2 import read_split
-from clothes_search.sample_data import build_sample_set
-from clothes_search.settings import CategorySettings, DetectorConfig
-from clothes_search.training.data import data_hash
-from clothes_search.training.detector.augment import evaluation_transform
-from clothes_search.training.detector.average_precision import (
+from clothes_search.evaluation.average_precision import (
     ScoredBox,
     TruthBox,
     average_precision,
@@ -27,8 +22,13 @@ from clothes_search.training.detector.average_precision import (
     detection_recall,
     ranked_hits,
 )
+from clothes_search.evaluation.deepfashion2 import read_split
+from clothes_search.evaluation.detection import category_matcher, score_detections
+from clothes_search.sample_data import build_sample_set
+from clothes_search.settings import CategorySettings, DetectorConfig
+from clothes_search.training.data import data_hash
+from clothes_search.training.detector.augment import evaluation_transform
 from clothes_search.training.detector.dataset import DetectionDataset, category_list, collate
-from clothes_search.training.detector.evaluate import category_matcher, score_detections
 from clothes_search.training.detector.train import DEFAULT_ARCH, batch_loss
 from ingestion.categories import CategoryVocabulary
 from ingestion.checkpoints import load_checkpoint, state_dict_of

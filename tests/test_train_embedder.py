@@ -20,9 +20,9 @@ from clothes_search.sample_data import build_sample_set
 from clothes_search.settings import EmbedderConfig, Settings
 from clothes_search.training.data import read_training_split
 from clothes_search.training.embedder.augment import StreetShopAugment
-from clothes_search.training.embedder.checkpoint import CHECKPOINT_FORMAT
 from clothes_search.training.embedder.crops import identity_labels, split_crops
 from clothes_search.training.embedder.features import backbone_features
+from clothes_search.training.embedder.freezing import set_trainable_blocks
 from clothes_search.training.embedder.losses import (
     CombinedLoss,
     LossSettings,
@@ -30,14 +30,6 @@ from clothes_search.training.embedder.losses import (
     batch_hard_triplet_loss,
     multi_similarity_loss,
     parse_loss_spec,
-)
-from clothes_search.training.embedder.model import (
-    BackboneSpec,
-    EmbeddingModel,
-    ProjectionHead,
-    backbone_architecture,
-    load_pretrained_backbone,
-    set_trainable_blocks,
 )
 from clothes_search.training.embedder.recall import recall_at_k
 from clothes_search.training.embedder.sampler import PKSampler
@@ -50,6 +42,14 @@ from clothes_search.training.embedder.train import (
 from ingestion.crops import crop_boxes
 from ingestion.detection import Box
 from ingestion.embedders import build_embedder
+from ingestion.embedders.trained_checkpoint import CHECKPOINT_FORMAT
+from ingestion.embedders.trained_model import (
+    BackboneSpec,
+    EmbeddingModel,
+    ProjectionHead,
+    backbone_architecture,
+    load_pretrained_backbone,
+)
 from ingestion.errors import ModelConfigError
 from ingestion.pipeline import Pipeline
 

@@ -83,25 +83,29 @@ def test_ensure_collection_is_idempotent(store: VectorStore) -> None:
         store.ensure_collection(COLLECTION, 16)
 
 
-def test_upsert_item_crops_replaces_the_items_crops(store: VectorStore) -> None:
-    store.upsert_item_crops(COLLECTION, "item-a", crops("item-a", [1, 2, 3]))
-    store.upsert_item_crops(COLLECTION, "item-b", crops("item-b", [10, 11]))
+def replace_item_crops(store: VectorStore, collection: str, key: str, records: list[CropRecord]) -> None:
+    """What ingestion does for one item (db.indexing): upsert its new crops, then delete its others."""
+    store.upsert(collection, records)
+    store.delete_items_except(collection, [key], [r.id for r in records])
+
+
+def test_upsert_then_delete_others_replaces_the_items_crops(store: VectorStore) -> None:
+    replace_item_crops(store, COLLECTION, "item-a", crops("item-a", [1, 2, 3]))
+    replace_item_crops(store, COLLECTION, "item-b", crops("item-b", [10, 11]))
     assert ids_of(store, "item-a") == {1, 2, 3}
 
-    store.upsert_item_crops(COLLECTION, "item-a", crops("item-a", [3, 4]))
+    replace_item_crops(store, COLLECTION, "item-a", crops("item-a", [3, 4]))
 
     assert ids_of(store, "item-a") == {3, 4}
     assert ids_of(store, "item-b") == {10, 11}
     assert set(store.get_vectors(COLLECTION, [1, 2, 3, 4, 10, 11])) == {3, 4, 10, 11}
     assert store.count(COLLECTION) == 4
-    with pytest.raises(VectorStoreError, match="must belong to item"):
-        store.upsert_item_crops(COLLECTION, "item-a", crops("item-b", [20]))
 
 
 def test_upserting_the_same_records_again_keeps_one_copy(store: VectorStore) -> None:
     records = crops("item-a", [1, 2])
-    store.upsert_item_crops(COLLECTION, "item-a", records)
-    store.upsert_item_crops(COLLECTION, "item-a", records)
+    replace_item_crops(store, COLLECTION, "item-a", records)
+    replace_item_crops(store, COLLECTION, "item-a", records)
     store.upsert(COLLECTION, records)
     store.flush(COLLECTION)
     assert store.count(COLLECTION) == 2
@@ -187,7 +191,7 @@ CATALOG = {
 
 def _load_catalog(store: VectorStore, name: str = COLLECTION) -> None:
     for n, (key, item_fields) in enumerate(CATALOG.items()):
-        store.upsert_item_crops(name, key, crops(key, [10 * n + 1, 10 * n + 2], item_fields))
+        replace_item_crops(store, name, key, crops(key, [10 * n + 1, 10 * n + 2], item_fields))
 
 
 @pytest.mark.parametrize(
@@ -426,7 +430,7 @@ with VectorStore(MilvusSettings(uri=uri, index_type="FLAT", timeout_s=20)) as st
         fields = ItemFields("top", "child-brand", 9.5, True, {"origin": "child"})
         vectors = np.eye(8, dtype=np.float32)
         records = [CropRecord(100 + i, vectors[i], "child-item", "shirt", fields) for i in range(2)]
-        store.upsert_item_crops(collection, "child-item", records)
+        store.upsert(collection, records)
         print(json.dumps({"count": store.count(collection)}))
     else:
         query = np.eye(8, dtype=np.float32)[3:4]
@@ -467,11 +471,12 @@ def test_this_process_writes_and_a_child_process_searches(milvus_server_uri: str
         vectors = np.eye(DIM, dtype=np.float32)
         parent = ItemFields("top", "parent-brand", 5.0, True, {"origin": "parent"})
         other = ItemFields("top", "other-brand", 5.0, True, {"origin": "elsewhere"})
-        store.upsert_item_crops(
-            "crops_from_parent", "parent-item", [CropRecord(3, vectors[3], "parent-item", "shirt", parent)]
-        )
-        store.upsert_item_crops(
-            "crops_from_parent", "other-item", [CropRecord(4, vectors[3], "other-item", "shirt", other)]
+        store.upsert(
+            "crops_from_parent",
+            [
+                CropRecord(3, vectors[3], "parent-item", "shirt", parent),
+                CropRecord(4, vectors[3], "other-item", "shirt", other),
+            ],
         )
     hits = _child(milvus_server_uri, "crops_from_parent", "search")
     assert isinstance(hits, list) and [hit[:2] for hit in hits] == [[3, "parent-item"]]

@@ -1,33 +1,22 @@
-"""The Celery application: Redis broker, one queue per workload, resources per worker process.
+"""The Celery application: Redis broker, one queue per workload (:mod:`workers.routing`).
 
-Queues: ``ingest`` (fetch + detect + embed: CPU/GPU heavy, many workers), ``index`` (Milvus and
-database writes: one consumer suffices and is required with a Milvus Lite server), ``admin``
-(re-indexing and maintenance). Tasks are acknowledged late and rejected back to the queue when
-their worker process dies, so a killed worker loses no batch.
+Tasks are acknowledged late and rejected back to the queue when their worker process dies, so a
+killed worker loses no batch. Celery finds the tasks with ``include=`` (:mod:`workers.tasks`);
+each worker process makes its own services after the fork (:mod:`workers.worker_services`).
+A beat schedule re-queues stale claims (items whose worker died) every ``queue.stale_claim_s / 2``
+seconds; ``clothes-search worker --beat`` runs it inside a worker.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-
-from celery import Celery, signals
+from celery import Celery
 from kombu import Queue
 
 from clothes_search.settings import Settings
-from workers.ingest import group_by_job
-from workers.resources import WorkerResources
+from workers import worker_services
+from workers.routing import ADMIN_QUEUE, INDEX_QUEUE, INGEST_QUEUE, REQUEUE_TASK, TASK_ROUTES
 
-log = logging.getLogger(__name__)
-
-INGEST_QUEUE, INDEX_QUEUE, ADMIN_QUEUE = "ingest", "index", "admin"
-INGEST_TASK = "clothes_search.ingest_batch"
-INDEX_TASK = "clothes_search.index_batch"
-REQUEUE_TASK = "clothes_search.requeue_stale"
-
-_state: dict[
-    str, object
-] = {}  # this process's Settings and WorkerResources (set by create_celery / after fork)
+MIN_REQUEUE_INTERVAL_S = 1.0
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -35,7 +24,12 @@ def create_celery(settings: Settings) -> Celery:
     queue = settings.queue
     if not queue.broker_url:
         raise ValueError("queue.broker_url is not set: ingestion runs in-process")
-    app = Celery("clothes_search", broker=queue.broker_url, backend=queue.result_backend or queue.broker_url)
+    app = Celery(
+        "clothes_search",
+        broker=queue.broker_url,
+        backend=queue.result_backend or queue.broker_url,
+        include=["workers.tasks"],
+    )
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -56,49 +50,14 @@ def create_celery(settings: Settings) -> Celery:
         result_expires=24 * 3600,
         task_queues=(Queue(INGEST_QUEUE), Queue(INDEX_QUEUE), Queue(ADMIN_QUEUE)),
         task_default_queue=INGEST_QUEUE,
-        task_routes={
-            INGEST_TASK: {"queue": INGEST_QUEUE},
-            INDEX_TASK: {"queue": INDEX_QUEUE},
-            REQUEUE_TASK: {"queue": ADMIN_QUEUE},
+        task_routes=TASK_ROUTES,
+        beat_schedule={
+            "requeue-stale-claims": {
+                "task": REQUEUE_TASK,
+                "schedule": max(MIN_REQUEUE_INTERVAL_S, queue.stale_claim_s / 2),
+            }
         },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
-    _state["settings"] = settings
-    import workers.tasks  # noqa: F401 - registers the tasks on this app
-
+    worker_services.configure(settings)
     return app
-
-
-def dispatch_batches(app: Celery, items: Sequence[tuple[str, int | None]], batch_size: int) -> int:
-    """Send ``(sku, job id)`` pairs as ingest tasks of at most ``batch_size`` items; returns tasks sent."""
-    sent = 0
-    for job_id, skus in group_by_job(items).items():
-        for start in range(0, len(skus), batch_size):
-            app.send_task(INGEST_TASK, args=[skus[start : start + batch_size], job_id], ignore_result=True)
-            sent += 1
-    return sent
-
-
-def resources() -> WorkerResources:
-    """This worker process's resources (created on first use after the fork)."""
-    found = _state.get("resources")
-    if found is None:
-        settings = _state.get("settings")
-        if not isinstance(settings, Settings):
-            raise RuntimeError("create_celery() was not called in this process")
-        found = WorkerResources(settings)
-        _state["resources"] = found
-    assert isinstance(found, WorkerResources)
-    return found
-
-
-@signals.worker_process_init.connect
-def _after_fork(**_: object) -> None:
-    # drop anything inherited from the parent; the child makes its own connections and models
-    _state.pop("resources", None)
-
-
-@signals.worker_process_shutdown.connect
-def _before_exit(**_: object) -> None:
-    found = _state.pop("resources", None)
-    if isinstance(found, WorkerResources):
-        found.close()

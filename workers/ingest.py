@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from clothes_search.errors import ClothesSearchError
+from clothes_search.services import Services
 from clothes_search.settings import QueueSettings
 from db.indexing import ItemCrops, NewCrop, index_items
 from db.models import Crop, IngestJob, Item, ItemStatus, utcnow
@@ -31,7 +32,6 @@ from db.session import Database
 from ingestion.errors import ImageFetchError
 from ingestion.images import LoadedImage, load_image
 from ingestion.pipeline import ImageAnalysis
-from workers.resources import WorkerResources
 
 
 @dataclass(frozen=True)
@@ -135,10 +135,8 @@ def claim_items(
     return claimed
 
 
-def _fetch_all(
-    items: Sequence[ClaimedItem], resources: WorkerResources
-) -> dict[str, LoadedImage | Exception]:
-    settings = resources.settings
+def _fetch_all(items: Sequence[ClaimedItem], services: Services) -> dict[str, LoadedImage | Exception]:
+    settings = services.settings
 
     def fetch(item: ClaimedItem) -> LoadedImage | Exception:
         if not item.source:
@@ -159,16 +157,14 @@ def _describe(exc: Exception) -> str:
     return f"{kind}: {exc}"
 
 
-def prepare_batch(
-    resources: WorkerResources, skus: Sequence[str], token: str, job_id: int | None
-) -> PreparedBatch:
+def prepare_batch(services: Services, skus: Sequence[str], token: str, job_id: int | None) -> PreparedBatch:
     """Claim, fetch (concurrently), and run the pipeline on the items whose image changed."""
-    settings = resources.settings
-    version_id = resources.target_version_id()
-    claimed = claim_items(resources.database, skus, token, settings.queue.stale_claim_s, version_id)
+    settings = services.settings
+    version_id = services.target_version_id()
+    claimed = claim_items(services.database, skus, token, settings.queue.stale_claim_s, version_id)
     batch = PreparedBatch(token=token, job_id=job_id, version_id=version_id)
     batch.attempts = {item.sku: item.attempts for item in claimed}
-    loaded = _fetch_all(claimed, resources)
+    loaded = _fetch_all(claimed, services)
     to_embed: list[tuple[ClaimedItem, LoadedImage]] = []
     for item in claimed:
         result = loaded[item.sku]
@@ -181,7 +177,7 @@ def prepare_batch(
         else:
             to_embed.append((item, result))
     if to_embed:
-        analyses = resources.pipeline.analyse([loaded_image.image for _, loaded_image in to_embed])
+        analyses = services.pipeline.analyse([loaded_image.image for _, loaded_image in to_embed])
         for (item, loaded_image), analysis in zip(to_embed, analyses, strict=True):
             if not analysis.garments:
                 batch.failed[item.sku] = (
@@ -197,16 +193,16 @@ def _still_ours(session: Session, skus: Sequence[str], token: str) -> set[str]:
     return set(session.scalars(select(Item.sku).where(Item.sku.in_(list(skus)), Item.claim_token == token)))
 
 
-def write_batch(resources: WorkerResources, batch: PreparedBatch) -> BatchOutcome:
+def write_batch(services: Services, batch: PreparedBatch) -> BatchOutcome:
     """Write vectors and rows (see :mod:`db.indexing` for the order) and record each item's outcome."""
-    settings = resources.settings
+    settings = services.settings
     outcome = BatchOutcome()
-    with resources.database.session() as session:
+    with services.database.session() as session:
         ours = _still_ours(session, [*batch.attempts], batch.token)
     to_index = [entry for entry in batch.to_index if entry.sku in ours]  # a stale re-claim took the others
-    index_items(resources.database, resources.store, batch.version_id, to_index)
+    index_items(services.database, services.store, batch.version_id, to_index)
     outcome.indexed = [entry.sku for entry in to_index]
-    with resources.database.session() as session:
+    with services.database.session() as session:
         by_sku = {
             item.sku: item
             for item in session.scalars(

@@ -13,8 +13,9 @@ from celery.app.task import Task
 from db.indexing import ItemCrops, NewCrop
 from db.session import DatabaseUnavailableError
 from db.vectors import VectorStoreUnavailableError
-from workers.celery_app import INDEX_TASK, INGEST_TASK, REQUEUE_TASK, dispatch_batches, resources
 from workers.ingest import PreparedBatch, prepare_batch, requeue_stale, retry_delay, write_batch
+from workers.routing import INDEX_TASK, INGEST_TASK, REQUEUE_TASK, dispatch_batches
+from workers.worker_services import services
 
 log = logging.getLogger(__name__)
 TRANSIENT = (DatabaseUnavailableError, VectorStoreUnavailableError, ConnectionError, TimeoutError)
@@ -80,16 +81,16 @@ def decode_batch(data: dict[str, Any]) -> PreparedBatch:
 
 
 def _retry(task: Task, exc: Exception) -> None:
-    delay = retry_delay(task.request.retries + 1, resources().settings.queue)
+    delay = retry_delay(task.request.retries + 1, services().settings.queue)
     log.warning("%s: transient failure, retrying in %.1fs: %s", task.name, delay, exc)
-    raise task.retry(exc=exc, countdown=delay, max_retries=resources().settings.queue.max_attempts * 4)
+    raise task.retry(exc=exc, countdown=delay, max_retries=services().settings.queue.max_attempts * 4)
 
 
 @shared_task(bind=True, name=INGEST_TASK, acks_late=True, reject_on_worker_lost=True)
 def ingest_batch(self: Task, skus: list[str], job_id: int | None = None) -> dict[str, int]:
     """Model half: claim, fetch, detect and embed; hands the vectors to the ``index`` queue."""
     try:
-        batch = prepare_batch(resources(), skus, token=self.request.id, job_id=job_id)
+        batch = prepare_batch(services(), skus, token=self.request.id, job_id=job_id)
     except TRANSIENT as exc:
         _retry(self, exc)
     self.app.send_task(INDEX_TASK, args=[encode_batch(batch)], ignore_result=True)
@@ -101,7 +102,7 @@ def index_batch(self: Task, data: dict[str, Any]) -> dict[str, int]:
     """Write half: vectors to Milvus, rows to the database; schedules retries of transient failures."""
     batch = decode_batch(data)
     try:
-        outcome = write_batch(resources(), batch)
+        outcome = write_batch(services(), batch)
     except TRANSIENT as exc:
         _retry(self, exc)
     for sku, delay in outcome.retry_after.items():
@@ -111,8 +112,8 @@ def index_batch(self: Task, data: dict[str, Any]) -> dict[str, int]:
 
 @shared_task(bind=True, name=REQUEUE_TASK, acks_late=True)
 def requeue_stale_items(self: Task) -> list[str]:
-    """Re-queue items whose worker died while holding them (stale claims)."""
-    settings = resources().settings
-    stale = requeue_stale(resources().database, settings.queue.stale_claim_s)
+    """Re-queue items whose worker died while holding them (stale claims); scheduled by beat."""
+    settings = services().settings
+    stale = requeue_stale(services().database, settings.queue.stale_claim_s)
     dispatch_batches(self.app, stale, settings.queue.ingest_batch_size)
     return [sku for sku, _ in stale]

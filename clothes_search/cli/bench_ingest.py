@@ -26,6 +26,7 @@ import click
 from PIL import Image, ImageOps
 
 from clothes_search.cli.context import CliContext, pass_cli
+from clothes_search.services import Services
 from clothes_search.settings import Settings
 from db import migrate
 from db.indexing import ItemCrops, index_items
@@ -35,7 +36,6 @@ from ingestion.images import load_image
 from ingestion.pipeline import Pipeline
 from workers.dispatch import CeleryDispatcher
 from workers.ingest import crops_of
-from workers.resources import WorkerResources
 from workers.submit import submit_rows
 
 PHOTOS = (
@@ -97,20 +97,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_for_jobs(resources: WorkerResources, job_id: int, timeout_s: float) -> None:
+def _wait_for_jobs(services: Services, job_id: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with resources.database.session() as session:
+        with services.database.session() as session:
             if session.get(IngestJob, job_id).finished_at is not None:
                 return
         time.sleep(0.2)
     raise click.ClickException(f"job {job_id} did not finish within {timeout_s:.0f}s")
 
 
-def _submit(resources: WorkerResources, dispatcher: CeleryDispatcher, feed: Path) -> int:
+def _submit(services: Services, dispatcher: CeleryDispatcher, feed: Path) -> int:
     """What ``clothes-search ingest --no-wait`` does, minus the command's start-up."""
     rows = [row for _, row in parse_feed(feed).rows]
-    result = submit_rows(resources.database, resources.store, rows, source=str(feed))
+    result = submit_rows(services.database, services.store, rows, source=str(feed))
     assert result.job_id is not None
     dispatcher.submit(result.queued, result.job_id)
     return result.job_id
@@ -186,31 +186,31 @@ def bench_ingest(cli: CliContext, count: int, broker: str, concurrency: int, bat
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        resources = WorkerResources(settings)
-        resources.target_version_id()
-        dispatcher = CeleryDispatcher(settings)
+        services = Services(settings)
+        services.target_version_id()
+        dispatcher = CeleryDispatcher(services)
         warm_feed = _feed(workdir / "warm.jsonl", server, range(min(4 * concurrency, count)), "warm-")
-        _wait_for_jobs(resources, _submit(resources, dispatcher, warm_feed), 600)
+        _wait_for_jobs(services, _submit(services, dispatcher, warm_feed), 600)
         feed = _feed(workdir / "feed.jsonl", server, range(count), "item-")
         start = time.perf_counter()
-        job = _submit(resources, dispatcher, feed)
-        _wait_for_jobs(resources, job, 3600)
+        job = _submit(services, dispatcher, feed)
+        _wait_for_jobs(services, job, 3600)
         rows.append(
             (f"(b) queue end to end, {concurrency} worker processes", count, time.perf_counter() - start)
         )
 
         # (c) naive: fetch, run and write each item on its own
-        version_id = resources.target_version_id()
-        with resources.database.session() as session:
+        version_id = services.target_version_id()
+        with services.database.session() as session:
             session.add_all(Item(sku=f"naive-{i}", image_url=server.url(i)) for i in range(count))
         start = time.perf_counter()
         for i in range(count):
             loaded = load_image(server.url(i), settings.fetch)
             [analysis] = pipeline.analyse([loaded.image])
             entry = ItemCrops(f"naive-{i}", loaded.content_sha256, crops_of(analysis))
-            index_items(resources.database, resources.store, version_id, [entry])
+            index_items(services.database, services.store, version_id, [entry])
         rows.append(("(c) naive, one item at a time", count, time.perf_counter() - start))
-        resources.close()
+        services.close()
     finally:
         if worker is not None:
             os.killpg(worker.pid, 15)

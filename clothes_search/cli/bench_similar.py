@@ -20,12 +20,12 @@ from sqlalchemy import insert, select
 
 from clothes_search.cli.bench_milvus import wait_for_idle
 from clothes_search.cli.context import CliContext, pass_cli
+from clothes_search.services import Services
 from clothes_search.settings import Settings
 from db import migrate
 from db.index_versions import activate, ensure_index_version
 from db.models import Crop, Item, ItemStatus
 from db.vectors import CropRecord, ItemFields
-from workers.resources import WorkerResources
 
 PHOTOS = (
     "tests/data/astronaut.jpg",
@@ -43,14 +43,14 @@ MODES = (
 STAGES = ("decode", "detect", "embed", "ann", "rerank", "db")
 
 
-def _fill(resources: WorkerResources, count: int, batch: int, seed: int = 0) -> None:
+def _fill(services: Services, count: int, batch: int, seed: int = 0) -> None:
     """N items with one crop each: metadata rows, crop rows and clustered unit vectors."""
     rng = np.random.default_rng(seed)
-    signature = resources.pipeline.signature
-    version_id = resources.target_version_id()
+    signature = services.pipeline.signature
+    version_id = services.target_version_id()
     dim = signature.dim
     centres = rng.normal(size=(64, dim)).astype(np.float32)
-    collection = resources.store.collection_name(signature.hash)
+    collection = services.store.collection_name(signature.hash)
     for start in range(0, count, batch):
         n = min(batch, count - start)
         ids = np.arange(start + 1, start + n + 1)
@@ -58,7 +58,7 @@ def _fill(resources: WorkerResources, count: int, batch: int, seed: int = 0) -> 
         brands = [BRANDS[i % len(BRANDS)] for i in ids]
         prices = [float(5 + (i * 7) % 120) for i in ids]
         stock = [bool(i % 3) for i in ids]
-        with resources.database.session() as session:
+        with services.database.session() as session:
             session.execute(
                 insert(Item),
                 [
@@ -83,9 +83,9 @@ def _fill(resources: WorkerResources, count: int, batch: int, seed: int = 0) -> 
             CropRecord(int(i), v, f"sku-{i}", "top", ItemFields(c, b, p, s, {}))
             for i, v, c, b, p, s in zip(ids, vectors, cats, brands, prices, stock, strict=True)
         ]
-        resources.store.upsert(collection, records)
-    resources.store.flush(collection)
-    resources.store.load(collection)
+        services.store.upsert(collection, records)
+    services.store.flush(collection)
+    services.store.load(collection)
 
 
 def _percentiles(values: list[float]) -> str:
@@ -101,7 +101,8 @@ def _percentiles(values: list[float]) -> str:
 @pass_cli
 def bench_similar(cli: CliContext, counts: tuple[int, ...], queries: int, batch: int) -> None:
     """p50 / p95 latency (ms) of POST /similar, whole and per stage, at each index size."""
-    from search.app import ApiServices, create_app
+    from search.api_services import ApiServices
+    from search.app import create_app
 
     photos = [Path(p).read_bytes() for p in PHOTOS if Path(p).is_file()]
     click.echo(f"{len(photos)} query photos, {queries} requests per mode, p50 / p95 in ms")
@@ -117,17 +118,17 @@ def bench_similar(cli: CliContext, counts: tuple[int, ...], queries: int, batch:
             )
             migrate.upgrade(settings.database)
             app = create_app(settings)
-            resources = ApiServices.of(app).resources
+            services = ApiServices.of(app).services
             started = time.perf_counter()
-            with resources.database.session() as session:
+            with services.database.session() as session:
                 version = ensure_index_version(
-                    session, resources.store, signature=resources.pipeline.signature.hash,
-                    dimension=resources.pipeline.signature.dim,
+                    session, services.store, signature=services.pipeline.signature.hash,
+                    dimension=services.pipeline.signature.dim,
                 )  # fmt: skip
-                activate(session, resources.store, version)
-            _fill(resources, count, batch)
+                activate(session, services.store, version)
+            _fill(services, count, batch)
             wait_for_idle()  # Milvus Lite builds indexes in the background after loading
-            with resources.database.session() as session:
+            with services.database.session() as session:
                 assert session.scalar(select(Item.id).where(Item.sku == "sku-1")) is not None
             click.echo(f"{count} crops indexed in {time.perf_counter() - started:.0f}s", err=True)
             client = app.test_client()

@@ -11,15 +11,15 @@ from tqdm import tqdm
 
 from clothes_search.cli.context import CliContext, pass_cli
 from clothes_search.errors import ClothesSearchError
+from clothes_search.services import Services
 from db import migrate
 from ingestion.feed import parse_feed
-from workers.dispatch import CeleryDispatcher, InProcessDispatcher
-from workers.resources import WorkerResources
+from workers.dispatch import Dispatcher, make_dispatcher
 from workers.submit import job_progress, submit_rows
 
 
-def _require_schema(resources: WorkerResources) -> None:
-    current = migrate.current_revision(resources.settings.database)
+def _require_schema(services: Services) -> None:
+    current = migrate.current_revision(services.settings.database)
     head = migrate.head_revision()
     if current != head:
         raise click.ClickException(
@@ -51,23 +51,24 @@ def ingest(
     follows the job.
     """
     settings = cli.settings
-    resources = WorkerResources(settings)
+    services = Services(settings)
     try:
-        _require_schema(resources)
+        _require_schema(services)
         parsed = parse_feed(feed)
         for error in parsed.errors:
             click.echo(f"{feed}:{error.line}: {error.sku or '?'}: {error.reason}", err=True)
         if parsed.errors_dropped:
             click.echo(f"... and {parsed.errors_dropped} more bad rows", err=True)
-        resources.target_version_id()  # the collection exists before metadata is synced to it
+        services.target_version_id()  # the collection exists before metadata is synced to it
         rows = [row for _, row in parsed.rows]
         result = submit_rows(
-            resources.database,
-            resources.store,
+            services.database,
+            services.store,
             rows,
             source=str(feed),
             created_by=created_by,
             refresh=refresh,
+            retry_failed=retry_failed,
         )
         click.echo(
             f"{len(parsed.rows)} rows ok, {parsed.error_count} rejected; {len(result.queued)} queued, "
@@ -76,49 +77,49 @@ def ingest(
         if result.job_id is None:
             return
         click.echo(f"job {result.job_id}")
-        if settings.queue.broker_url:
-            dispatcher = CeleryDispatcher(settings)
-            dispatcher.submit(result.queued, result.job_id)
-            if wait:
-                _follow(resources, dispatcher, result.job_id)
-        else:
-            bar = tqdm(total=len(result.queued), unit="item", desc="ingest", disable=wait is False)
-            dispatcher = InProcessDispatcher(
-                resources, on_batch=lambda o: bar.update(len(o.indexed) + len(o.unchanged) + len(o.failed))
-            )
-            dispatcher.submit(result.queued, result.job_id)
+        in_process = not settings.queue.broker_url
+        bar = tqdm(
+            total=len(result.queued), unit="item", desc="ingest", disable=not in_process or wait is False
+        )
+        dispatcher = make_dispatcher(
+            services, on_batch=lambda o: bar.update(len(o.indexed) + len(o.unchanged) + len(o.failed))
+        )
+        try:
+            dispatcher.submit(result.queued, result.job_id)  # in-process: runs the batches here
             bar.close()
-        _report(resources, result.job_id)
+            if wait and not in_process:
+                _follow(services, dispatcher, result.job_id)
+        finally:
+            dispatcher.close()
+        _report(services, result.job_id)
     except ClothesSearchError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     finally:
-        resources.close()
+        services.close()
 
 
-def _follow(
-    resources: WorkerResources, dispatcher: CeleryDispatcher, job_id: int, poll_s: float = 1.0
-) -> None:
-    progress = job_progress(resources.database, job_id)
+def _follow(services: Services, dispatcher: Dispatcher, job_id: int, poll_s: float = 1.0) -> None:
+    progress = job_progress(services.database, job_id)
     assert progress is not None
     bar = tqdm(total=progress.total, unit="item", desc=f"job {job_id}")
     last_requeue = time.monotonic()
     while True:
-        progress = job_progress(resources.database, job_id)
+        progress = job_progress(services.database, job_id)
         assert progress is not None
         bar.n = progress.done + progress.failed
         bar.set_postfix(indexed=progress.done, failed=progress.failed, refresh=False)
         bar.refresh()
         if progress.remaining == 0:
             break
-        if time.monotonic() - last_requeue > resources.settings.queue.stale_claim_s / 2:
-            dispatcher.requeue_stale(resources)  # a worker died holding items: queue them again
+        if time.monotonic() - last_requeue > services.settings.queue.stale_claim_s / 2:
+            dispatcher.requeue_stale()  # a worker died holding items: queue them again
             last_requeue = time.monotonic()
         time.sleep(poll_s)
     bar.close()
 
 
-def _report(resources: WorkerResources, job_id: int) -> None:
-    progress = job_progress(resources.database, job_id)
+def _report(services: Services, job_id: int) -> None:
+    progress = job_progress(services.database, job_id)
     if progress is None:
         return
     click.echo(
@@ -136,8 +137,15 @@ def _report(resources: WorkerResources, job_id: int) -> None:
 @click.option("--concurrency", "-c", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 @click.option("--pool", default="prefork", show_default=True, help="prefork | solo | threads")
+@click.option(
+    "--beat/--no-beat",
+    default=True,
+    show_default=True,
+    help="Also run the schedule that re-queues stale claims (every queue.stale_claim_s / 2). "
+    "With several workers, --no-beat on all but one (an extra sweep is harmless, only wasted).",
+)
 @pass_cli
-def worker(cli: CliContext, queues: str, concurrency: int, loglevel: str, pool: str) -> None:
+def worker(cli: CliContext, queues: str, concurrency: int, loglevel: str, pool: str, beat: bool) -> None:
     """Start a Celery worker for the project's queues (needs queue.broker_url)."""
     settings = cli.settings
     if not settings.queue.broker_url:
@@ -147,6 +155,8 @@ def worker(cli: CliContext, queues: str, concurrency: int, loglevel: str, pool: 
     from workers.celery_app import create_celery
 
     app = create_celery(settings)
+    if beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule state there
     name = f"clothes-search-{uuid.uuid4().hex[:6]}@%h"
     app.worker_main(
         [
@@ -162,5 +172,6 @@ def worker(cli: CliContext, queues: str, concurrency: int, loglevel: str, pool: 
             "-n",
             name,
             "--without-gossip",
+            *(["--beat"] if beat else []),
         ]
     )

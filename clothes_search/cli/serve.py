@@ -17,14 +17,14 @@ log = logging.getLogger(__name__)
 
 def warm_app(app: Flask) -> None:
     """Load this process's models and open its connections before it takes traffic."""
-    from search.app import ApiServices
+    from search.api_services import ApiServices
 
-    resources = ApiServices.of(app).resources
-    resources.pipeline.load()
-    resources.pipeline.analyse([Image.new("RGB", (64, 64), "white")])  # first-call allocations
-    with resources.database.session():
+    services = ApiServices.of(app).services
+    services.pipeline.load()
+    services.pipeline.analyse([Image.new("RGB", (64, 64), "white")])  # first-call allocations
+    with services.database.session():
         pass
-    store = resources.store
+    store = services.store
     store.list_collections()  # connects (and takes Milvus Lite's file lock) now, not mid-request
     live = store.resolve_alias(store.settings.live_alias)
     if live is not None:

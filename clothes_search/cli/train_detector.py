@@ -9,10 +9,10 @@ import torch
 
 from clothes_search.cli.context import CliContext, pass_cli
 from clothes_search.errors import ClothesSearchError
+from clothes_search.evaluation.detection import DetectionScores, evaluate_detector
+from clothes_search.evaluation.detection_report import scores_table
 from clothes_search.settings import Settings
 from clothes_search.training.data import split_dir
-from clothes_search.training.detector.evaluate import DetectionScores, evaluate_detector
-from clothes_search.training.detector.report import scores_table
 from clothes_search.training.detector.schedule import ScheduleKind
 from clothes_search.training.detector.train import DEFAULT_ARCH, DetectorTrainingOptions
 from clothes_search.training.detector.train import train_detector as run_training

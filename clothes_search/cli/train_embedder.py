@@ -8,9 +8,9 @@ import click
 
 from clothes_search.errors import ClothesSearchError
 from clothes_search.training.embedder.losses import LOSS_NAMES, LossSettings, parse_loss_spec
-from clothes_search.training.embedder.model import BackboneSpec
 from clothes_search.training.embedder.train import EmbedderTrainingOptions
 from clothes_search.training.embedder.train import train_embedder as run_training
+from ingestion.embedders.trained_model import BackboneSpec
 
 
 def _backbone(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -33,6 +33,7 @@ from clothes_search.evaluation.protocol import (
     evaluate,
 )
 from clothes_search.evaluation.report import ConfigResult
+from clothes_search.services import Services
 from clothes_search.settings import DetectorConfig, EmbedderConfig, Settings
 from db import migrate
 from db.filters import CatalogFilter
@@ -43,9 +44,9 @@ from db.postprocessed_versions import PostprocessSpec, build_postprocessed_versi
 from ingestion.detection import Box, FusedDetection
 from ingestion.feed import CatalogRow, parse_feed
 from ingestion.images import load_image
-from search.similar import Match, NoGarmentFoundError, SimilarQuery, search_similar
+from search.query_stages import Match, NoGarmentFoundError
+from search.similar import SimilarQuery, search_similar
 from workers.dispatch import InProcessDispatcher
-from workers.resources import WorkerResources
 from workers.submit import job_progress, submit_rows
 
 RESULTS_PER_QUERY = 20
@@ -77,7 +78,7 @@ class EvalConfig:
 
 @dataclass
 class _Index:
-    resources: WorkerResources
+    services: Services
     base_version_id: int
     seconds: float
     failed: list[str] = field(default_factory=list)
@@ -114,22 +115,22 @@ class Evaluation:
 
     def close(self) -> None:
         for index in self._indexes.values():
-            index.resources.close()
+            index.services.close()
         self._indexes.clear()
 
     def run(self, config: EvalConfig) -> ConfigResult:
         index = self._index(config)
-        resources = index.resources
+        services = index.services
         seconds = {"ingest": index.seconds}
         notes: list[str] = []
         with self._postprocessed(index, config.postprocess, seconds, notes):
             started = time.perf_counter()
-            detections = self._search_all(resources, config)
+            detections = self._search_all(services, config)
             seconds["queries"] = time.perf_counter() - started
         scores: RetrievalScores = evaluate(
             self.queries, detections, self.gallery, category_match=self.category_match
         )
-        signature = resources.pipeline.signature
+        signature = services.pipeline.signature
         self.progress(
             f"{config.name}: top-1 {scores.topk_accuracy[1]:.3f}, top-20 {scores.topk_accuracy[20]:.3f} "
             f"({seconds['queries']:.0f} s for {len(self.queries)} query images)"
@@ -142,9 +143,9 @@ class Evaluation:
             seconds=seconds,
         )
 
-    def index_resources(self, config: EvalConfig) -> WorkerResources:
-        """The resources (models, database, Milvus) of ``config``'s gallery index, built if new."""
-        return self._index(config).resources
+    def index_services(self, config: EvalConfig) -> Services:
+        """The services (models, database, Milvus) of ``config``'s gallery index, built if new."""
+        return self._index(config).services
 
     # -- the gallery ------------------------------------------------------------------------
 
@@ -172,40 +173,40 @@ class Evaluation:
             }
         )
         migrate.upgrade(settings.database)
-        resources = WorkerResources(settings)
+        services = Services(settings)
         started = time.perf_counter()
         self.progress(f"{config.name}: indexing {len(self.rows)} shop images into {root}")
-        failed = self._ingest_annotated(resources) if config.ground_truth_boxes else self._ingest(resources)
-        index = _Index(resources, resources.target_version_id(), time.perf_counter() - started, failed)
+        failed = self._ingest_annotated(services) if config.ground_truth_boxes else self._ingest(services)
+        index = _Index(services, services.target_version_id(), time.perf_counter() - started, failed)
         if failed:
             self.progress(f"  {len(failed)} gallery images failed: {failed[:3]}")
         self._indexes[key] = index
         return index
 
-    def _ingest(self, resources: WorkerResources) -> list[str]:
+    def _ingest(self, services: Services) -> list[str]:
         """The real ingestion: submit the feed as a job, process it in-process, report failures."""
-        resources.target_version_id()
+        services.target_version_id()
         submitted = submit_rows(
-            resources.database, resources.store, self.rows, source=str(self.feed), created_by="eval"
+            services.database, services.store, self.rows, source=str(self.feed), created_by="eval"
         )
         if submitted.job_id is None:
             return []
-        InProcessDispatcher(resources).submit(submitted.queued, submitted.job_id)
-        progress = job_progress(resources.database, submitted.job_id)
+        InProcessDispatcher(services).submit(submitted.queued, submitted.job_id)
+        progress = job_progress(services.database, submitted.job_id)
         assert progress is not None
         return [f"{sku}: {reason}" for sku, reason in progress.failures]
 
-    def _ingest_annotated(self, resources: WorkerResources) -> list[str]:
+    def _ingest_annotated(self, services: Services) -> list[str]:
         """Ground-truth boxes instead of detection: same crops, embedding and index writes."""
-        version_id = resources.target_version_id()
-        submit_rows(resources.database, resources.store, self.rows, source=str(self.feed), created_by="eval")
-        pipeline = resources.pipeline
+        version_id = services.target_version_id()
+        submit_rows(services.database, services.store, self.rows, source=str(self.feed), created_by="eval")
+        pipeline = services.pipeline
         batch_size = self.settings.pipeline.batch_size
         for start in range(0, len(self.rows), batch_size):
             batch: list[ItemCrops] = []
             for row in self.rows[start : start + batch_size]:
                 annotation = self.gallery[self.image_of_sku[row.sku]]
-                loaded = load_image(annotation.image_path, resources.settings.fetch)
+                loaded = load_image(annotation.image_path, services.settings.fetch)
                 garments = [annotated_garment(item) for item in annotation.items]
                 vectors = pipeline.embed_crops(pipeline.crop_garments(loaded.image, garments))
                 crops = [
@@ -213,8 +214,8 @@ class Evaluation:
                     for g, v in zip(garments, vectors, strict=True)
                 ]
                 batch.append(ItemCrops(row.sku, loaded.content_sha256, crops))
-            index_items(resources.database, resources.store, version_id, batch)
-        resources.store.flush(resources.store.collection_name(pipeline.signature.hash))
+            index_items(services.database, services.store, version_id, batch)
+        services.store.flush(services.store.collection_name(pipeline.signature.hash))
         return []
 
     @contextmanager
@@ -225,40 +226,36 @@ class Evaluation:
         if spec is None:
             yield
             return
-        resources = index.resources
+        services = index.services
         started = time.perf_counter()
         if spec.pca_dim is not None:
-            vectors = resources.store.count(
-                resources.store.collection_name(resources.pipeline.signature.hash)
-            )
+            vectors = services.store.count(services.store.collection_name(services.pipeline.signature.hash))
             spec = PostprocessSpec(**{**spec.to_dict(), "pca_dim": min(spec.pca_dim, vectors - 1)})
-        report = build_postprocessed_version(resources.database, resources.store, index.base_version_id, spec)
+        report = build_postprocessed_version(services.database, services.store, index.base_version_id, spec)
         notes.append(f"[{spec.describe()}, over {report.vectors} indexed vectors]")
-        with resources.database.session() as session:
-            activate(session, resources.store, session.get(IndexVersion, report.version_id))
+        with services.database.session() as session:
+            activate(session, services.store, session.get(IndexVersion, report.version_id))
         seconds["postprocess"] = time.perf_counter() - started
         try:
             yield
         finally:
-            with resources.database.session() as session:
+            with services.database.session() as session:
                 base = session.get(IndexVersion, index.base_version_id)
                 if live_version(session) is not base:
-                    activate(session, resources.store, base)
+                    activate(session, services.store, base)
 
     # -- the queries ------------------------------------------------------------------------
 
-    def _search_all(self, resources: WorkerResources, config: EvalConfig) -> dict[str, list[QueryDetection]]:
+    def _search_all(self, services: Services, config: EvalConfig) -> dict[str, list[QueryDetection]]:
         out: dict[str, list[QueryDetection]] = {}
         for number, annotation in enumerate(self.queries, 1):
-            image = load_image(annotation.image_path, resources.settings.fetch).image
+            image = load_image(annotation.image_path, services.settings.fetch).image
             if config.ground_truth_boxes:
                 out[annotation.image_id] = [
-                    self._search(resources, image, config, item)
-                    for item in annotation.items
-                    if item.style > 0
+                    self._search(services, image, config, item) for item in annotation.items if item.style > 0
                 ]
             else:
-                out[annotation.image_id] = self._search_detected(resources, image, config)
+                out[annotation.image_id] = self._search_detected(services, image, config)
             if number % 25 == 0:
                 self.progress(f"  {number}/{len(self.queries)} query images")
         return out
@@ -274,10 +271,10 @@ class Evaluation:
         )
 
     def _search_detected(
-        self, resources: WorkerResources, image: Image.Image, config: EvalConfig
+        self, services: Services, image: Image.Image, config: EvalConfig
     ) -> list[QueryDetection]:
         try:
-            result = search_similar(resources, image, self._query(config, "all"))
+            result = search_similar(services, image, self._query(config, "all"))
         except NoGarmentFoundError:
             return []
         return [
@@ -291,9 +288,9 @@ class Evaluation:
         ]
 
     def _search(
-        self, resources: WorkerResources, image: Image.Image, config: EvalConfig, item: GarmentAnnotation
+        self, services: Services, image: Image.Image, config: EvalConfig, item: GarmentAnnotation
     ) -> QueryDetection:
-        result = search_similar(resources, image, self._query(config, Box(*item.box)))
+        result = search_similar(services, image, self._query(config, Box(*item.box)))
         [garment] = result.garments
         return QueryDetection(
             box=item.box, category=item.category, score=1.0, results=self._crops(garment.matches)

@@ -3,9 +3,10 @@
 Searched, each by the mean of the top-1/5/10/15/20 accuracies of the protocol on the train split:
 
 - **re-ranking** (none, or k-reciprocal over a k1 × k2 × λ grid), with the configured pipeline: the
-  query garments are detected, embedded and searched once (Milvus top-K' candidates and their
-  stored vectors), then every parameter set re-orders the same candidates exactly as the search
-  service does (:func:`search.rerank.k_reciprocal_rerank`, scores ``1 - distance``);
+  query garments go once through the search service's own stages (:mod:`search.query_stages`:
+  choose garments, embed, ANN top-K' with the candidates' stored vectors, crop rows), then every
+  parameter set re-orders the same candidates with the service's :func:`reorder_candidates` and
+  :func:`rank_matches`;
 - **per-model concatenation weights**, in ground-truth-box mode (isolates the embeddings): each
   model's L2-normalised features of the train crops are computed once and re-weighted in numpy
   (:func:`ingestion.signature.concatenate_features`), gallery ranked by cosine similarity.
@@ -20,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 
+from clothes_search.evaluation.average_precision import ScoredBox
 from clothes_search.evaluation.deepfashion2 import GarmentAnnotation, ImageAnnotation, read_split
+from clothes_search.evaluation.detection import score_detections
 from clothes_search.evaluation.protocol import (
     QueryDetection,
     RetrievalScores,
@@ -32,19 +34,24 @@ from clothes_search.evaluation.protocol import (
 )
 from clothes_search.evaluation.runner import RESULTS_PER_QUERY, EvalConfig, Evaluation, annotated_garment
 from clothes_search.settings import FusionSettings, Settings
-from clothes_search.training.detector.average_precision import ScoredBox
-from clothes_search.training.detector.evaluate import score_detections
-from db.index_versions import live_version
-from db.models import Crop, Item
-from db.postprocessed_versions import version_transform
 from ingestion.detection import Box, Detection, FusedDetection
 from ingestion.fusion import fuse_detections
 from ingestion.images import load_image
 from ingestion.pipeline import Pipeline
 from ingestion.signature import concatenate_features
-from search.rerank import k_reciprocal_rerank
-from search.similar import NoGarmentFoundError, choose_garments
-from workers.resources import WorkerResources
+from search.query_stages import (
+    Candidates,
+    CropRow,
+    NoGarmentFoundError,
+    ReorderParams,
+    choose_garments,
+    crop_rows,
+    embed_garments,
+    find_candidates,
+    live_index,
+    rank_matches,
+    reorder_candidates,
+)
 
 K1_GRID = (5, 10, 20)
 K2_GRID = (1, 3, 6)
@@ -67,6 +74,12 @@ class RerankChoice:
     def describe(self) -> str:
         return f"k-reciprocal k1={self.k1} k2={self.k2} λ={self.lambda_value}" if self.enabled else "none"
 
+    def params(self) -> ReorderParams:
+        """The search service's re-ordering for this choice."""
+        if not self.enabled:
+            return ReorderParams()
+        return ReorderParams(rerank="k_reciprocal", k1=self.k1, k2=self.k2, lambda_value=self.lambda_value)
+
 
 @dataclass
 class Trial:
@@ -88,8 +101,8 @@ def retrieval_trial(label: str, scores: RetrievalScores) -> Trial:
 class _Candidates:
     detection: QueryDetection  # box, category, score; results filled per trial
     probe: np.ndarray  # (d,) the query vector in the index's space
-    crops: list[RetrievedCrop]  # candidates with a crop row, in ANN order
-    vectors: np.ndarray  # (K', d) their stored vectors
+    found: Candidates  # the ANN candidates with their stored vectors
+    rows: dict[int, CropRow]  # their crop rows (the database is the truth)
 
 
 def rerank_grid() -> list[RerankChoice]:
@@ -105,7 +118,8 @@ def tune_rerank(
     trials: list[tuple[RerankChoice, Trial]] = []
     for choice in rerank_grid():
         detections = {
-            image_id: [_ranked(c, choice) for c in garments] for image_id, garments in candidates.items()
+            image_id: [_ranked(evaluation, c, choice) for c in garments]
+            for image_id, garments in candidates.items()
         }
         scores = _evaluate(evaluation, detections)
         trials.append((choice, retrieval_trial(choice.describe(), scores)))
@@ -146,84 +160,58 @@ def _evaluate(evaluation: Evaluation, detections: dict[str, list[QueryDetection]
     )
 
 
-def _ranked(candidates: _Candidates, choice: RerankChoice) -> QueryDetection:
-    if not candidates.crops:
-        order: Sequence[int] = []
-    elif choice.enabled:
-        distance = k_reciprocal_rerank(
-            candidates.probe[None, :], candidates.vectors, choice.k1, choice.k2, choice.lambda_value
-        )[0]
-        order = np.argsort(distance, kind="stable")
-    else:
-        order = np.argsort(-(candidates.vectors @ candidates.probe), kind="stable")
+def _ranked(evaluation: Evaluation, candidates: _Candidates, choice: RerankChoice) -> QueryDetection:
+    """The garment's results under ``choice``, exactly as the search service orders and filters them."""
+    ids, scores = reorder_candidates(candidates.probe, candidates.found, choice.params())
+    matches = rank_matches(ids, scores, candidates.rows, RESULTS_PER_QUERY, collapse=False)
     d = candidates.detection
-    results = tuple(candidates.crops[i] for i in list(order)[:RESULTS_PER_QUERY])
+    results = tuple(RetrievedCrop(evaluation.image_of_sku[m.sku], tuple(m.crop_box)) for m in matches)
     return QueryDetection(d.box, d.category, d.score, results)
 
 
 def _collect_candidates(evaluation: Evaluation, config: EvalConfig) -> dict[str, list[_Candidates]]:
-    """Detect, embed and search every query once; keep the candidates with their stored vectors."""
-    resources = evaluation.index_resources(config)
-    store, pipeline = resources.store, resources.pipeline
-    depth = resources.settings.search.rerank_depth
-    with resources.database.session() as session:
-        version = live_version(session)
-        assert version is not None
-        collection, rows_version_id = version.collection_name, version.rows_version_id
-        transform = version_transform(version)
+    """Detect, embed and search every query once; keep the candidates with their vectors and rows."""
+    services = evaluation.index_services(config)
+    pipeline = services.pipeline
+    depth = services.settings.search.rerank_depth
+    index = live_index(services.database, pipeline.signature.hash)
     out: dict[str, list[_Candidates]] = {}
     for annotation in evaluation.queries:
-        image = load_image(annotation.image_path, resources.settings.fetch).image
+        image = load_image(annotation.image_path, services.settings.fetch).image
         garments: list[FusedDetection]
         if config.ground_truth_boxes:
             boxes = [Box(*item.box) for item in annotation.items if item.style > 0]
-            garments = [g for box in boxes for g in choose_garments(resources, image, box)]
+            garments = [g for box in boxes for g in choose_garments(pipeline, image, box)]
             categories = [item.category for item in annotation.items if item.style > 0]
         else:
             try:
-                garments = choose_garments(resources, image, "all")
+                garments = choose_garments(pipeline, image, "all")
             except NoGarmentFoundError:
                 garments = []
             categories = [g.category for g in garments]
         if not garments:
             out[annotation.image_id] = []
             continue
-        vectors = pipeline.embed_crops(pipeline.crop_garments(image, garments))
-        if transform is not None:
-            vectors = transform.queries(vectors)
-        hits = store.search(collection, vectors, limit=depth)
-        garment_candidates = []
-        for garment, category, vector, row in zip(garments, categories, vectors, hits, strict=True):
-            crops = _crop_rows(evaluation, resources, rows_version_id, [h.id for h in row])
-            stored = store.get_vectors(collection, list(crops))
-            ids = [h.id for h in row if h.id in crops and h.id in stored]
-            box = (garment.box.x1, garment.box.y1, garment.box.x2, garment.box.y2)
-            garment_candidates.append(
-                _Candidates(
-                    detection=QueryDetection(box, category, garment.score, ()),
-                    probe=vector,
-                    crops=[crops[i] for i in ids],
-                    vectors=np.stack([stored[i] for i in ids]) if ids else np.zeros((0, vectors.shape[1])),
-                )
+        vectors = index.query_vectors(embed_garments(pipeline, image, garments))
+        found = find_candidates(services.store, index, vectors, limit=depth, with_vectors=True)
+        rows = crop_rows(services.database, index.rows_version_id, [i for f in found for i in f.ids])
+        out[annotation.image_id] = [
+            _Candidates(
+                detection=QueryDetection(
+                    (garment.box.x1, garment.box.y1, garment.box.x2, garment.box.y2),
+                    category,
+                    garment.score,
+                    (),
+                ),
+                probe=vector,
+                found=candidates,
+                rows={i: rows[i] for i in candidates.ids if i in rows},
             )
-        out[annotation.image_id] = garment_candidates
+            for garment, category, vector, candidates in zip(
+                garments, categories, vectors, found, strict=True
+            )
+        ]
     return out
-
-
-def _crop_rows(
-    evaluation: Evaluation, resources: WorkerResources, version_id: int, ids: list[int]
-) -> dict[int, RetrievedCrop]:
-    """The candidates that have a crop row (the database is the truth), as gallery crops."""
-    with resources.database.session() as session:
-        rows = session.execute(
-            select(Crop.id, Item.sku, Crop.x1, Crop.y1, Crop.x2, Crop.y2)
-            .join(Item, Crop.item_id == Item.id)
-            .where(Crop.id.in_(ids), Crop.index_version_id == version_id)
-        ).all()
-    return {
-        crop_id: RetrievedCrop(evaluation.image_of_sku[sku], (x1, y1, x2, y2))
-        for crop_id, sku, x1, y1, x2, y2 in rows
-    }
 
 
 def _gt_features(

@@ -27,6 +27,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from ingestion.checkpoints import load_checkpoint, state_dict_of
+from ingestion.embedders.efficientnet_lite import packaged_weights_path
 from ingestion.errors import ModelConfigError, ModelWeightsMissingError
 
 # The TF-Lite models were trained on (pixel - 127) / 128; torchvision detectors take pixels in [0, 1].
@@ -116,10 +117,7 @@ def _pad_inside_convolutions(net: nn.Module) -> None:
 
 
 def _imagenet_weights(variant: str) -> dict[str, torch.Tensor]:
-    # imported here: the embedder module is the one place that knows where the packaged weights live
-    from ingestion.embedders.efficientnet_lite import _packaged_weights
-
-    path = _packaged_weights(variant)
+    path = packaged_weights_path(variant)
     if path is None:
         raise ModelWeightsMissingError(
             f"ImageNet weights for efficientnet-{variant} not installed; "

@@ -41,8 +41,12 @@ class Embedder(ABC):
 
     # -- to implement -------------------------------------------------------------------------
     @abstractmethod
-    def _build(self) -> tuple[torch.nn.Module, Preprocessing, int]:
-        """Create the module with its weights, its preprocessing and its output dimension."""
+    def build(self) -> tuple[torch.nn.Module, Preprocessing, int]:
+        """Create the module with its weights (on the CPU), its preprocessing and its output dimension.
+
+        :meth:`load` calls it once and moves the module to the device; the embedder trainer calls it
+        to start from a backend's pretrained backbone.
+        """
 
     @abstractmethod
     def weights_id(self) -> str:
@@ -63,7 +67,7 @@ class Embedder(ABC):
     def load(self) -> None:
         if self._module is not None:
             return
-        module, preprocessing, dim = self._build()
+        module, preprocessing, dim = self.build()
         self._module = module.to(self.device).eval()
         self._preprocessing = preprocessing
         self._dim = dim

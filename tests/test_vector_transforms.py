@@ -1,124 +1,13 @@
-"""Query expansion, database-side augmentation and PCA whitening: properties and malformed input."""
+"""Database-side augmentation and PCA whitening: definitions, properties and malformed input."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
+from unit_vectors import clusters, frozen, mean_cosines, random_unit, unit
 
-from ingestion import postprocess
-from ingestion.postprocess import (
-    PCA_FORMAT_VERSION,
-    PCAWhitening,
-    average_query_expansion,
-    database_side_augmentation,
-)
-
-
-def unit(x):
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def random_unit(rng, n, d=16):
-    return unit(rng.normal(size=(n, d))).astype(np.float32)
-
-
-def frozen(x):
-    """A read-only copy: any in-place write by the code under test raises."""
-    y = np.array(x, copy=True)
-    y.setflags(write=False)
-    return y
-
-
-def clusters(seed, n_clusters=4, per_cluster=6, d=32, noise=0.3):
-    rng = np.random.default_rng(seed)
-    centres = unit(rng.normal(size=(n_clusters, d)))
-    labels = np.repeat(np.arange(n_clusters), per_cluster)
-    vectors = centres[labels] + noise * rng.normal(size=(labels.size, d)) / np.sqrt(d)
-    return unit(vectors).astype(np.float32), labels
-
-
-def mean_cosines(vectors, labels):
-    """(mean intra-cluster cosine between distinct items, max inter-cluster cosine, min intra-cluster)."""
-    cos = unit(vectors) @ unit(vectors).T
-    same = labels[:, None] == labels[None, :]
-    off_diagonal = ~np.eye(labels.size, dtype=bool)
-    return cos[same & off_diagonal].mean(), cos[~same].max(), cos[same & off_diagonal].min()
-
-
-# --- average query expansion ------------------------------------------------------------------------------
-
-
-def loop_aqe(query, gallery, top_n):
-    out = []
-    for q in unit(query):
-        sims = [float(np.dot(q, g)) for g in unit(gallery)]
-        best = sorted(range(len(sims)), key=lambda j: (-sims[j], j))[:top_n]
-        out.append(unit(q + sum((unit(gallery[j]) for j in best), np.zeros_like(q))))
-    return np.array(out)
-
-
-def test_aqe_with_top_n_zero_returns_the_normalised_query():
-    rng = np.random.default_rng(0)
-    query = rng.normal(size=(3, 16)) * 5.0
-    out = average_query_expansion(query, random_unit(rng, 10), top_n=0)
-    assert out.dtype == np.float32 and out.shape == (3, 16)
-    np.testing.assert_allclose(out, unit(query), atol=1e-6)
-
-
-@pytest.mark.parametrize("top_n", [1, 3, 10, 50])
-def test_aqe_is_the_normalised_mean_of_query_and_top_neighbours(top_n):
-    rng = np.random.default_rng(top_n)
-    query, gallery = random_unit(rng, 4), rng.normal(size=(30, 16)).astype(np.float32)
-    out = average_query_expansion(frozen(query), frozen(gallery), top_n)
-    assert out.dtype == np.float32 and out.shape == query.shape
-    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(out, loop_aqe(query, gallery, min(top_n, 30)), atol=1e-6)
-
-
-def test_aqe_with_an_exact_duplicate_and_top_n_one_returns_the_query():
-    rng = np.random.default_rng(1)
-    query = random_unit(rng, 1)
-    gallery = np.concatenate([random_unit(rng, 9), query, random_unit(rng, 5)])
-    np.testing.assert_allclose(average_query_expansion(query, gallery, 1), query, atol=1e-6)
-
-
-def test_aqe_moves_the_query_towards_its_neighbours():
-    rng = np.random.default_rng(2)
-    query, gallery = random_unit(rng, 5), random_unit(rng, 40)
-    out = average_query_expansion(query, gallery, 3)
-    for q, expanded in zip(query, out, strict=True):
-        top = np.argsort(-(gallery @ q), kind="stable")[:3]
-        centre = unit(gallery[top].mean(axis=0))
-        assert float(expanded @ centre) > float(q @ centre)
-
-
-def test_aqe_with_an_empty_gallery_and_in_blocks(monkeypatch):
-    rng = np.random.default_rng(3)
-    query, gallery = random_unit(rng, 10), random_unit(rng, 25)
-    np.testing.assert_allclose(average_query_expansion(query, gallery[:0], 5), query, atol=1e-6)
-    whole = average_query_expansion(query, gallery, 4)
-    monkeypatch.setattr(postprocess, "_BLOCK_ROWS", 3)
-    np.testing.assert_allclose(average_query_expansion(query, gallery, 4), whole, atol=1e-7)
-
-
-@pytest.mark.parametrize(
-    ("query", "gallery", "top_n", "message"),
-    [
-        (np.ones(4), np.ones((2, 4)), 1, "query must be a 2-D"),
-        (np.ones((1, 4)), np.ones((2, 3)), 1, "dimensions differ"),
-        (np.ones((1, 4)), np.full((2, 4), np.nan), 1, "gallery contains NaN"),
-        (np.zeros((1, 4)), np.ones((2, 4)), 1, "query has all-zero rows"),
-        (np.ones((1, 4)), np.ones((2, 4)), -1, "top_n must be >= 0"),
-        (np.ones((1, 4)), np.ones((2, 4)), 1.5, "top_n must be an integer"),
-    ],
-)
-def test_aqe_rejects_invalid_input(query, gallery, top_n, message):
-    with pytest.raises(ValueError, match=message):
-        average_query_expansion(query, gallery, top_n)
-
+from db import vector_transforms
+from db.vector_transforms import PCAWhitening, augment_one, database_side_augmentation
 
 # --- database-side augmentation ---------------------------------------------------------------------------
 
@@ -185,7 +74,7 @@ def test_dba_in_blocks_matches_one_block(monkeypatch):
     rng = np.random.default_rng(14)
     gallery = random_unit(rng, 23)
     whole = database_side_augmentation(gallery, 3, weights="linear")
-    monkeypatch.setattr(postprocess, "_BLOCK_ROWS", 5)
+    monkeypatch.setattr(vector_transforms, "_BLOCK_ROWS", 5)
     np.testing.assert_allclose(database_side_augmentation(gallery, 3, weights="linear"), whole, atol=1e-7)
 
 
@@ -202,6 +91,20 @@ def test_dba_in_blocks_matches_one_block(monkeypatch):
 def test_dba_rejects_invalid_input(gallery, top_n, weights, message):
     with pytest.raises(ValueError, match=message):
         database_side_augmentation(gallery, top_n, weights=weights)
+
+
+@pytest.mark.parametrize("weights", ["uniform", "linear"])
+def test_one_vector_with_its_neighbours_is_augmented_as_in_the_whole_gallery(weights):
+    rng = np.random.default_rng(15)
+    gallery = (rng.normal(size=(12, 16)) * 3.0).astype(np.float32)
+    whole = database_side_augmentation(gallery, 3, weights=weights)
+    g = unit(gallery)
+    for i in (0, 5, 11):
+        others = sorted((j for j in range(12) if j != i), key=lambda j: (-float(g[i] @ g[j]), j))[:3]
+        one = augment_one(gallery[i], gallery[others], weights)
+        assert one.dtype == np.float32
+        np.testing.assert_allclose(one, whole[i], atol=1e-6)
+    np.testing.assert_allclose(augment_one(gallery[0], gallery[:0], weights), g[0], atol=1e-6)
 
 
 # --- PCA whitening ----------------------------------------------------------------------------------------
@@ -237,33 +140,15 @@ def test_transform_gives_unit_rows_of_the_requested_dimension():
     np.testing.assert_array_equal(pca.transform(pca.mean[None, :]), np.zeros((1, 5), dtype=np.float32))
 
 
-def test_to_dict_from_dict_round_trips_exactly_through_json():
+def test_to_bytes_from_bytes_round_trips_exactly():
     pca = PCAWhitening.fit(anisotropic_sample(22, n=200), dim=7, eps=1e-4)
-    stored = json.loads(json.dumps(pca.to_dict()))
-    assert stored["format_version"] == PCA_FORMAT_VERSION
-    restored = PCAWhitening.from_dict(stored)
+    restored = PCAWhitening.from_bytes(pca.to_bytes())
     for field in ("mean", "projection", "explained_variance"):
         assert getattr(restored, field).dtype == getattr(pca, field).dtype
         np.testing.assert_array_equal(getattr(restored, field), getattr(pca, field))
     assert restored.eps == pca.eps
     probe = anisotropic_sample(23, n=10)
     np.testing.assert_array_equal(restored.transform(probe), pca.transform(probe))
-
-
-def test_from_dict_rejects_foreign_or_inconsistent_dicts():
-    good = PCAWhitening.fit(anisotropic_sample(24, n=50, d=4)).to_dict()
-    cases = [
-        ({**good, "format": "other"}, "not a PCA whitening"),
-        ({**good, "format_version": PCA_FORMAT_VERSION + 1}, "unsupported PCA whitening format_version"),
-        ({k: v for k, v in good.items() if k != "mean"}, "lacks"),
-        ({**good, "dim": 3}, "says input_dim=4, dim=3"),
-        ({**good, "mean": [0.0, 1.0]}, "invalid PCA whitening dict"),
-        ({**good, "eps": -1.0}, "eps must be"),
-        ([1, 2], "expected a dict"),
-    ]
-    for data, message in cases:
-        with pytest.raises(ValueError, match=message):
-            PCAWhitening.from_dict(data)
 
 
 def test_rank_deficient_data_need_shrinkage():
@@ -279,7 +164,7 @@ def test_rank_deficient_data_need_shrinkage():
     ("vectors", "kwargs", "message"),
     [
         (np.ones((1, 4)), {}, "at least 2 training vectors"),
-        (np.ones(4), {}, "must be a 2-D"),
+        (np.ones(4), {}, "must be a non-empty 2-D"),
         (
             np.arange(12.0).reshape(3, 4),
             {"dim": 3},

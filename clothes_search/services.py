@@ -1,7 +1,9 @@
-"""The heavy objects of one process (database engine, Milvus client, models), made lazily.
+"""The composition root: the heavy objects of one process (database engine, Milvus client, models).
 
-Create one :class:`WorkerResources` per process *after* any fork (Celery's
-``worker_process_init``, gunicorn's post-fork); nothing here connects or loads at construction.
+The API (:mod:`search.api_services`), the Celery workers (:mod:`workers.worker_services`), the CLI
+and the evaluation all build their process's connections and models here, and nowhere else. Create
+one :class:`Services` per process *after* any fork (Celery's ``worker_process_init``, gunicorn's
+post-fork); nothing connects or loads at construction: each object is made on first use.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from db.vectors import VectorStore
 from ingestion.pipeline import Pipeline
 
 
-class WorkerResources:
+class Services:
+    """The settings, the metadata database, the vector store and the pipeline of one process."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.database = Database(settings.database)

@@ -18,16 +18,16 @@ from typing import Protocol
 import torch
 from PIL import Image
 
-from clothes_search.evaluation.deepfashion2 import ImageAnnotation, read_split
-from clothes_search.evaluation.protocol import default_category_match
-from clothes_search.settings import CategorySettings
-from clothes_search.training.detector.average_precision import (
+from clothes_search.evaluation.average_precision import (
     CategoryMatch,
     ScoredBox,
     TruthBox,
     box_ap,
     detection_recall,
 )
+from clothes_search.evaluation.deepfashion2 import ImageAnnotation, read_split
+from clothes_search.evaluation.protocol import default_category_match
+from clothes_search.settings import CategorySettings
 from ingestion.detection import Box
 
 #: the score a trained detector's boxes need to count for recall: the pipeline's default threshold

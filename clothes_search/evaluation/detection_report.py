@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from clothes_search.training.detector.evaluate import DetectionScores
+from clothes_search.evaluation.detection import DetectionScores
 
 
 def _cell(value: float | None) -> str:

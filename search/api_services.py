@@ -1,0 +1,85 @@
+"""What one API process shares between its requests: the settings, the process's
+:class:`~clothes_search.services.Services` and the ingestion dispatcher.
+
+The factory (:func:`search.app.create_app`) registers an :class:`ApiServices` on the app; the
+blueprints take it from here with :meth:`ApiServices.of`, never from the factory's module.
+Nothing connects or loads at construction: the database engine, the Milvus client and the
+models are made on first use, in the process that serves (after a pre-fork server's fork).
+
+Ingestion: with ``queue.broker_url`` set, queued items are sent to the Celery workers; without
+one (the embedded default) they are processed by a single background thread of this process,
+so ``POST /items`` answers at once. :meth:`ApiServices.close` drains that thread and closes
+the connections; call it when the process stops serving.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from flask import Flask
+
+from clothes_search.services import Services
+from clothes_search.settings import Settings
+from workers.dispatch import Dispatcher, make_dispatcher
+
+EXTENSION = "clothes_search"
+
+
+class ApiServices:
+    """The settings and the lazily created heavy objects of one API process.
+
+    ``app.extensions["clothes_search"]`` holds it; views get it with :meth:`of`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._services: Services | None = None
+        self._dispatcher: Dispatcher | None = None
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions[EXTENSION] = self
+
+    @classmethod
+    def of(cls, app: Flask) -> ApiServices:
+        """The services registered on ``app`` by :meth:`init_app`."""
+        services = app.extensions.get(EXTENSION)
+        if not isinstance(services, cls):
+            raise RuntimeError("the app was not built by search.app.create_app")
+        return services
+
+    @property
+    def services(self) -> Services:
+        """This process's database, vector store and pipeline (each created on first use)."""
+        with self._lock:
+            if self._services is None:
+                self._services = Services(self.settings)
+            return self._services
+
+    def dispatch(self, skus: Sequence[str], job_id: int) -> None:
+        """Get the queued ``skus`` of job ``job_id`` processed; returns without waiting for them.
+
+        Raises :class:`~workers.dispatch.QueueUnavailableError` when the broker cannot be reached
+        (the items stay ``pending``: submitting them again queues them again).
+        """
+        if skus:
+            self._get_dispatcher().submit(skus, job_id)
+
+    def _get_dispatcher(self) -> Dispatcher:
+        services = self.services
+        with self._lock:
+            if self._dispatcher is None:
+                self._dispatcher = make_dispatcher(services, background=True)
+            return self._dispatcher
+
+    def close(self) -> None:
+        """Finish the in-process ingestion already accepted, then close connections."""
+        with self._lock:
+            dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            dispatcher.close()
+        with self._lock:
+            services, self._services = self._services, None
+        if services is not None:
+            services.close()
