@@ -164,6 +164,16 @@ class DatabaseSettings(BaseModel):
 class MilvusSettings(BaseModel):
     """The vector store: Milvus Lite on a local file, or a Milvus server by URI."""
 
+    @field_validator("attribute_fields")
+    @classmethod
+    def _attribute_names(cls, fields: dict[str, str]) -> dict[str, str]:
+        import re
+
+        bad = [name for name in fields if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name)]
+        if bad:
+            raise ValueError(f"attribute names are letters, digits and '_' (not first), got {bad}")
+        return fields
+
     uri: str = Field(
         "",
         description="A local path -> embedded Milvus Lite (one process); http://host:port -> a Milvus server "
@@ -174,7 +184,10 @@ class MilvusSettings(BaseModel):
     timeout_s: float = Field(30.0, gt=0)
     collection_prefix: str = Field("crops", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
     live_alias: str = Field("crops_live", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
-    index_type: Literal["HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"] = "HNSW"
+    index_type: Literal["auto", "HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "AUTOINDEX"] = Field(
+        "auto",
+        description="Vector index of new collections; auto: HNSW on a server, IVF_FLAT on Milvus Lite.",
+    )
     metric_type: Literal["COSINE", "IP", "L2"] = "COSINE"
     hnsw_m: int = Field(16, gt=0)
     hnsw_ef_construction: int = Field(200, gt=0)
@@ -182,7 +195,29 @@ class MilvusSettings(BaseModel):
         512, gt=0, description="HNSW ef at search time (>= results); measured free on Milvus Lite at 100k."
     )
     ivf_nlist: int = Field(1024, gt=0)
-    ivf_nprobe: int = Field(32, gt=0)
+    ivf_nprobe: int = Field(
+        64, gt=0, description="IVF lists scanned by an unfiltered search (filtered: all)."
+    )
+    exact_fraction: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="HNSW on a server: a filtered search keeping at most this share of the rows is brute "
+        "force (exact); larger shares below ann_min_fraction are split into such sub-searches.",
+    )
+    ann_min_fraction: float = Field(
+        0.3, gt=0, le=1, description="HNSW on a server: filters keeping this share or more use the graph."
+    )
+    attribute_fields: dict[str, Literal["string", "int", "float", "bool"]] = Field(
+        default_factory=lambda: {"color": "string"},
+        description="Attributes merchandisers filter on, stored as typed scalar fields of their own (new "
+        "collections); the other attributes stay in the JSON field.",
+    )
+    consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = Field(
+        "Bounded",
+        description="Consistency of searches (writes are read back Strong). Bounded: a search may miss "
+        "rows written in the last few seconds; Strong waits for them (~0.2 s more per search on 2.3).",
+    )
     partition_key: Literal["none", "category"] = Field(
         "none", description="Use the item category as Milvus partition key (see the storage benchmark)."
     )

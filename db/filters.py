@@ -23,16 +23,18 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from clothes_search.booleans import parse_boolean
 from clothes_search.errors import ClothesSearchError
 
 # The schema fields an expression may use (see db.vectors for the collection schema).
 FIELD_CATEGORY = "category"
 FIELD_BRAND = "brand"
 FIELD_PRICE = "price"
+FIELD_HAS_PRICE = "has_price"
 FIELD_IN_STOCK = "in_stock"
 FIELD_ATTRIBUTES = "attributes"
 
@@ -44,6 +46,20 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _ALLOWED_CONTROL = frozenset("\t\n\r")
 
 AttributeValue = str | int | float | bool
+AttributeType = Literal["string", "int", "float", "bool"]
+
+
+@dataclass(frozen=True)
+class FilterLayout:
+    """Which fields a collection filters on (see :mod:`db.vector_schema`).
+
+    ``price_flag``: an unknown price is stored as 0 with ``has_price`` false (else: a nullable
+    ``price``, the first schema). ``attribute_fields``: attributes stored as typed scalar fields of
+    their own (``attr_<name>``) rather than in the JSON field.
+    """
+
+    price_flag: bool = False
+    attribute_fields: Mapping[str, AttributeType] = field(default_factory=dict)
 
 
 class InvalidFilterError(ClothesSearchError):
@@ -171,13 +187,17 @@ class CatalogFilter:
     def __hash__(self) -> int:
         return hash(self.to_expression())
 
-    def to_expression(self) -> str:
-        """The Milvus boolean expression; an empty string when there is no constraint."""
+    def to_expression(self, layout: FilterLayout | None = None) -> str:
+        """The Milvus boolean expression for a collection of ``layout`` (default: the first schema's
+        fields); an empty string when there is no constraint."""
+        layout = layout or FilterLayout()
         parts: list[str] = []
         if self.categories:
             parts.append(_in_list(FIELD_CATEGORY, self.categories))
         if self.brands:
             parts.append(_in_list(FIELD_BRAND, self.brands))
+        if layout.price_flag and (self.price_min is not None or self.price_max is not None):
+            parts.append(f"{FIELD_HAS_PRICE} == true")  # an unknown price never matches a range
         if self.price_min is not None:
             parts.append(f"{FIELD_PRICE} >= {number_literal(self.price_min, 'price_min')}")
         if self.price_max is not None:
@@ -185,9 +205,45 @@ class CatalogFilter:
         if self.in_stock is not None:
             parts.append(f"{FIELD_IN_STOCK} == {'true' if self.in_stock else 'false'}")
         for name, value in self.attributes.items():
-            key = string_literal(name)
-            parts.append(f"{FIELD_ATTRIBUTES}[{key}] == {value_literal(value, f'attributes.{name}')}")
+            declared = layout.attribute_fields.get(name)
+            parameter = f"attributes.{name}"
+            if declared is None:
+                key = string_literal(name)
+                parts.append(f"{FIELD_ATTRIBUTES}[{key}] == {value_literal(value, parameter)}")
+                continue
+            literal = value_literal(_as_declared(value, declared, parameter), parameter)
+            if declared != "string":
+                parts.append(f"has_attr_{name} == true")
+            parts.append(f"attr_{name} == {literal}")
         return " and ".join(f"({part})" for part in parts)
+
+
+def _as_declared(value: AttributeValue, declared: AttributeType, parameter: str) -> AttributeValue:
+    """An attribute filter value in the type of its declared field (query strings give strings)."""
+    if declared == "string":
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value if isinstance(value, str) else repr(value)
+    if declared == "bool":
+        parsed = parse_boolean(value) if isinstance(value, str) else value
+        if not isinstance(parsed, bool):
+            raise InvalidFilterError(parameter, f"expected true or false, got {value!r}")
+        return parsed
+    if isinstance(value, bool):
+        raise InvalidFilterError(parameter, f"expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidFilterError(parameter, f"expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise InvalidFilterError(parameter, f"expected a finite number, got {value!r}")
+    if declared == "int":
+        if isinstance(value, int):
+            return value  # exact, however large
+        if not number.is_integer():
+            raise InvalidFilterError(parameter, f"expected an integer, got {value!r}")
+        return int(number)
+    return number
 
 
 def _check_attributes(attributes: object) -> dict[str, AttributeValue]:

@@ -12,15 +12,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clothes_search.settings import MilvusSettings
 from db.models import IndexState, IndexVersion, utcnow
 from db.vectors import VectorStore
 
 
-def index_params(settings: MilvusSettings) -> dict[str, Any]:
-    """The index parameters recorded with a version (what was used to build it)."""
+def index_params(store: VectorStore, collection: str) -> dict[str, Any]:
+    """The index parameters recorded with a version (what was used to build its collection)."""
+    settings = store.settings
     return {
-        "index_type": settings.index_type,
+        "index_type": store.index_type(collection),
+        "attribute_fields": dict(store.layout(collection).attribute_fields),
         "metric_type": settings.metric_type,
         "hnsw_m": settings.hnsw_m,
         "hnsw_ef_construction": settings.hnsw_ef_construction,
@@ -48,7 +49,7 @@ def ensure_index_version(
             signature_description=description,
             signature_spec=spec or {},
             dimension=dimension,
-            index_params=index_params(store.settings),
+            index_params=index_params(store, collection),
             state=IndexState.BUILDING,
         )
         session.add(version)

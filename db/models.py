@@ -105,13 +105,17 @@ class Item(Base):
     __table_args__ = (Index("ix_items_status_claimed_at", "status", "claimed_at"),)
 
     def filter_fields(self) -> dict[str, Any]:
-        """The denormalised fields Milvus keeps a copy of (for filtered ANN search)."""
+        """The denormalised fields Milvus keeps a copy of (for filtered ANN search).
+
+        The catalog's ``color`` column is filterable as the attribute ``color`` (``attr.color``).
+        """
+        colour = {"color": self.color} if self.color else {}
         return {
             "category": self.category or "",
             "brand": self.brand or "",
             "price": float(self.price) if self.price is not None else None,
             "in_stock": bool(self.in_stock),
-            "attributes": dict(self.attributes or {}),
+            "attributes": {**colour, **(self.attributes or {})},
         }
 
 

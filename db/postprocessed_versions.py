@@ -47,6 +47,7 @@ class PostprocessSpec:
     pca_dim: int | None = None
     pca_eps: float = 1e-6
     pca_sample: int = 100_000
+    pca_whiten: bool = True  # False: a plain PCA projection (a reduced index)
 
     def __post_init__(self) -> None:
         if self.dba_top_n < 0:
@@ -76,7 +77,7 @@ class PostprocessSpec:
         if self.dba_top_n:
             parts.append(f"DBA top-{self.dba_top_n} {self.dba_weights}")
         if self.pca_dim is not None:
-            parts.append(f"PCA whitening to {self.pca_dim}-d")
+            parts.append(f"PCA {'whitening' if self.pca_whiten else 'projection'} to {self.pca_dim}-d")
         return " + ".join(parts)
 
 
@@ -156,13 +157,12 @@ def _raw_neighbours(
     empty = np.zeros((0, vectors.shape[1]), dtype=np.float32)
     if top_n == 0:
         return [empty] * len(records)
-    hits = store.search(collection, vectors, limit=top_n + 1)
-    wanted = [[h.id for h in row if h.id != r.id][:top_n] for r, row in zip(records, hits, strict=True)]
-    stored = store.get_vectors(collection, [i for ids in wanted for i in ids])
-    return [
-        np.stack([stored[i] for i in ids if i in stored]) if any(i in stored for i in ids) else empty
-        for ids in wanted
-    ]
+    hits = store.search(collection, vectors, limit=top_n + 1, with_vectors=True)
+    out = []
+    for record, row in zip(records, hits, strict=True):
+        near = [h.vector for h in row if h.id != record.id and h.vector is not None][:top_n]
+        out.append(np.stack(near) if near else empty)
+    return out
 
 
 @dataclass
@@ -213,7 +213,7 @@ def build_postprocessed_version(
                 f"PCA whitening to {spec.pca_dim}-d needs more than {spec.pca_dim} indexed vectors; "
                 f"{base_collection} has {sample.shape[0]}"
             )
-        whitening = PCAWhitening.fit(sample, dim=spec.pca_dim, eps=spec.pca_eps)
+        whitening = PCAWhitening.fit(sample, dim=spec.pca_dim, eps=spec.pca_eps, whiten=spec.pca_whiten)
     seconds["fit_pca"] = time.perf_counter() - started
     dimension = spec.pca_dim if spec.pca_dim is not None else base_dimension
     collection = f"{base_collection}_pp{uuid.uuid4().hex[:8]}"

@@ -5,8 +5,6 @@ Split from :mod:`db.vectors` (the adapter itself); import the public names from 
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -63,6 +61,7 @@ class VectorHit:
     score: float
     item_key: str
     crop_category: str
+    vector: np.ndarray | None = None  # the stored vector, when the search asked for it
 
 
 @dataclass
@@ -115,35 +114,3 @@ def check_vectors(vectors: object, dim: int | None, what: str) -> np.ndarray:
     if not np.isfinite(matrix).all():
         raise VectorStoreError(f"{what}: vectors contain NaN or infinite values")
     return np.ascontiguousarray(matrix)
-
-
-def fields_row(fields: ItemFields) -> dict[str, Any]:
-    price = fields.price
-    if price is not None and (
-        isinstance(price, bool) or not isinstance(price, numbers.Real) or not math.isfinite(price)
-    ):
-        raise VectorStoreError(f"price must be a finite number or None, got {price!r}")
-    if not isinstance(fields.attributes, dict) or not all(isinstance(k, str) for k in fields.attributes):
-        raise VectorStoreError("attributes must be a dict with string keys")
-    return {
-        "category": check_text(fields.category, "category", empty_ok=True),
-        "brand": check_text(fields.brand, "brand", empty_ok=True),
-        "price": None if price is None else float(price),
-        "in_stock": bool(fields.in_stock),
-        "attributes": fields.attributes,
-    }
-
-
-def hit_entity(entity: dict[str, Any]) -> dict[str, str]:
-    return {"item_key": entity["item_key"], "crop_category": entity["crop_category"]}
-
-
-def row_fields(row: dict[str, Any]) -> ItemFields:
-    price = row.get("price")
-    return ItemFields(
-        category=row["category"],
-        brand=row["brand"],
-        price=None if price is None else float(price),
-        in_stock=bool(row["in_stock"]),
-        attributes=dict(row.get("attributes") or {}),
-    )

@@ -151,8 +151,13 @@ class PCAWhitening:
         return int(self.projection.shape[1])
 
     @classmethod
-    def fit(cls, vectors: np.ndarray, dim: int | None = None, eps: float = 1e-6) -> PCAWhitening:
+    def fit(
+        cls, vectors: np.ndarray, dim: int | None = None, eps: float = 1e-6, whiten: bool = True
+    ) -> PCAWhitening:
         """Learn the whitening from ``(N, d)`` finite training vectors (``N >= 2``).
+
+        With ``whiten=False`` the axes are not scaled: a plain PCA projection to ``dim`` dimensions
+        (a reduced index: ``d / dim`` times less memory, cosines approximately kept).
 
         Eigen-decomposition (``np.linalg.eigh``, float64) of the ``ddof=1`` covariance; the top ``dim``
         axes are kept (``dim`` defaults to and must not exceed ``min(N - 1, d)``, the most the centred data
@@ -196,7 +201,7 @@ class PCAWhitening:
                 f"the training data have (numerically) zero variance along {int(np.sum(variance <= 0.0))} "
                 f"of the {dim} kept axes: pass eps > 0 or a smaller dim"
             )
-        projection = axes / np.sqrt(variance + eps)
+        projection = axes / np.sqrt(variance + eps) if whiten else axes
         return cls(mean=mean, projection=projection, explained_variance=variance, eps=eps)
 
     def transform(self, x: np.ndarray, normalise: bool = True) -> np.ndarray:

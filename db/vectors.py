@@ -1,15 +1,17 @@
 """The vector store: crop embeddings in Milvus (Milvus Lite on a local ``.db`` path, or a server).
 
-A small adapter returning ids and scores only; it knows nothing of HTTP or of the SQL database
-(the source of truth). One collection per model signature (``{prefix}_{hash}``), searched
-through an alias (``settings.live_alias``) that a re-index swaps atomically.
+A small adapter returning ids and scores (and, when asked, the hits' vectors); it knows nothing of
+HTTP or of the SQL database (the source of truth). One collection per model signature
+(``{prefix}_{hash}``), searched through an alias (``settings.live_alias``) that a re-index swaps
+atomically, or by name. The collection's fields: :mod:`db.vector_schema`; how a filtered search stays
+exact: :mod:`db.filtered_search`; the connection and its errors: :mod:`db.milvus_connection`.
 
 Scores are similarities, higher is better: for COSINE and IP Milvus' distance already is one;
-for L2 (Milvus reports the squared distance) the score is ``-distance``. An unknown price is
-stored as NULL (the field is nullable) and never matches a price range.
+for L2 (Milvus reports the squared distance) the score is ``-distance``. Reads that writes depend on
+(what to delete, what to update) are ``Strong``; searches use ``milvus.consistency``.
 
-pymilvus errors become :class:`VectorStoreError`, or :class:`VectorStoreUnavailableError` when
-the server cannot be reached (refused, timed out): the API answers 503, the queue retries.
+Supported: Milvus Lite ≥ 3 and Milvus servers ≥ 2.3 (the schema uses no nullable field); an older
+server is refused when the store connects.
 """
 
 from __future__ import annotations
@@ -18,40 +20,48 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlsplit
 
-import grpc
 import numpy as np
-from pymilvus import DataType, MilvusClient
-from pymilvus.exceptions import (
-    ConnectError,
-    ConnectionConfigException,
-    MilvusException,
-    MilvusUnavailableException,
-)
+from pymilvus import MilvusClient
 
 from clothes_search.settings import MilvusSettings
+from db.filtered_search import (
+    MAX_TOP_K,
+    SearchPlan,
+    exact_scores,
+    index_build_params,
+    merge_hits,
+    needs_count,
+    plan_search,
+    resolved_index_type,
+)
 from db.filters import CatalogFilter, string_literal
+from db.milvus_connection import LOAD_TIMEOUT_S, MilvusConnection
 from db.vector_records import (
-    TEXT_LIMITS,
     CollectionInfo,
     CropRecord,
     ItemFields,
-    T,
     VectorHit,
     VectorStoreError,
     VectorStoreUnavailableError,
     check_text,
     check_vectors,
     chunks,
-    fields_row,
-    hit_entity,
     ids_literal,
     keys_literal,
+)
+from db.vector_schema import (
+    SHARDS,
+    CollectionLayout,
+    ServerInfo,
+    collection_schema,
+    fields_row,
     row_fields,
+    scalar_index_fields,
 )
 
 __all__ = [
@@ -66,58 +76,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_TOP_K = 16384
 MAX_DIM = 32768
-LOAD_TIMEOUT_S = 900.0  # load and flush: loading builds missing segment indexes
 WRITE_BATCH = 1000  # rows per upsert request (2560-d float32: ~10 MB)
 ID_BATCH = 1000  # ids per `id in [...]` expression
 KEY_BATCH = 100  # item keys per `item_key in [...]` expression
-FIELD_OUTPUT = ["item_key", "category", "brand", "price", "in_stock", "attributes"]
+COUNT_TTL_S = 60.0  # how long a row count (a collection's, a filter's) serves to plan filtered searches
+COUNT_CACHE_SIZE = 4096
 COLLECTION_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-_UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-_CONNECT_FAILED = 2  # pymilvus Status.CONNECT_FAILED
-_NOT_LOADED = 101  # Milvus ErrCollectionNotLoaded
-_SERVE_HINT = (
-    "check that the server runs (`clothes-search milvus serve` starts a local one) "
-    "and that CLOTHES_SEARCH_MILVUS__URI points to it"
-)
-
-
-# Milvus Lite runs in-process: one embedded server per .db path, shared by the path's clients and
-# kept until exit. Stores count their uses so that the last close() stops it (freeing the file lock).
-_LITE_LOCK = threading.Lock()
-_LITE_USERS: dict[str, int] = {}
-
-
-def _lite_release(path: str) -> None:
-    with _LITE_LOCK:
-        _LITE_USERS[path] = _LITE_USERS.get(path, 0) - 1
-        if _LITE_USERS[path] > 0:
-            return
-        del _LITE_USERS[path]
-    try:
-        from milvus_lite.server_manager import server_manager_instance
-    except ImportError:
-        return
-    server_manager_instance.release_server(path)
-
-
-def _unavailable_reason(exc: BaseException) -> str | None:
-    """ "timeout" or "unavailable" when the server did not answer in time or cannot be reached."""
-    code = getattr(exc, "code", None)
-    if isinstance(exc, grpc.RpcError):
-        code = code() if callable(code) else None
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return "timeout"
-    if isinstance(exc, MilvusUnavailableException | ConnectError) or code == grpc.StatusCode.UNAVAILABLE:
-        return "unavailable"
-    if isinstance(exc, MilvusException) and code == _CONNECT_FAILED and "connect" in _message(exc).lower():
-        return "unavailable"
-    return None
-
-
-def _message(exc: BaseException) -> str:
-    return str(exc.message) if isinstance(exc, MilvusException) else str(exc) or type(exc).__name__
+STRONG = "Strong"
 
 
 class VectorStore:
@@ -125,23 +91,27 @@ class VectorStore:
 
     def __init__(self, settings: MilvusSettings) -> None:
         self.settings = settings
+        self._milvus = MilvusConnection(settings)
         self._lock = threading.Lock()
-        self._milvus: MilvusClient | None = None
-        self._lite_path: str | None = None
-        self._dims: dict[str, int] = {}  # collection -> dimension (fixed at creation)
+        self._layouts: dict[str, CollectionLayout] = {}  # collection -> layout (fixed at creation)
+        self._index_types: dict[str, str] = {}
+        self._counts: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()  # planning counts
+        self._pool: ThreadPoolExecutor | None = None  # the sub-searches of a split filter
 
     @property
     def uri(self) -> str:
         """The configured URI, without credentials."""
-        parts = urlsplit(self.settings.uri)
-        if parts.scheme and "@" in parts.netloc:
-            return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[1]}{parts.path}"
-        return self.settings.uri
+        return self._milvus.uri
 
     @property
     def is_local(self) -> bool:
         """True for an embedded Milvus Lite file (usable by one process at a time)."""
-        return "://" not in self.settings.uri and not self.settings.uri.startswith("unix:")
+        return self._milvus.is_local
+
+    @property
+    def server(self) -> ServerInfo:
+        """What answers (Milvus Lite or a server) and its version."""
+        return self._milvus.server
 
     def __enter__(self) -> VectorStore:
         return self
@@ -152,109 +122,41 @@ class VectorStore:
     def close(self) -> None:
         """Close the connection (and stop this process' Milvus Lite when no other store uses it)."""
         with self._lock:
-            client, self._milvus = self._milvus, None
-            lite_path, self._lite_path = self._lite_path, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # closing must not fail
-                log.debug("closing the Milvus client failed", exc_info=True)
-        if lite_path is not None:
-            _lite_release(lite_path)
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._milvus.close()
 
-    # -- plumbing -------------------------------------------------------------------------------
+    # -- what a collection is --------------------------------------------------------------------
 
-    def _client(self) -> MilvusClient:
-        with self._lock:
-            if self._milvus is None:
-                self._milvus = self._connect()
-            return self._milvus
+    def _describe(self, collection: str) -> dict[str, Any]:
+        return self._milvus.rpc(f"describing {collection!r}", "describe_collection", collection)
 
-    def _connect(self) -> MilvusClient:
-        s = self.settings
-        if not self.is_local:
-            return self._call(
-                "connecting", lambda: MilvusClient(s.uri, token=s.token or "", timeout=s.timeout_s)
-            )
-        path = Path(s.uri).expanduser().absolute()
-        if path.suffix != ".db":
-            raise VectorStoreError(
-                f"Milvus Lite needs a path ending in .db, got {s.uri!r} (or http://host:port)"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Embedded Milvus Lite serves gRPC inside this process and logs every call it does not
-        # implement (pymilvus asks it for timestamps, then falls back): keep that out of our logs.
-        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
-        with _LITE_LOCK:
-            _LITE_USERS[str(path)] = _LITE_USERS.get(str(path), 0) + 1
-        try:
-            client = MilvusClient(str(path), timeout=s.timeout_s)
-        except ConnectionConfigException as exc:
-            _lite_release(str(path))
-            raise VectorStoreError(
-                f"cannot open Milvus Lite at {path}: {_message(exc)}. It allows one process per file: is "
-                "another process using it? For several processes run `clothes-search milvus serve` and set "
-                "CLOTHES_SEARCH_MILVUS__URI=http://127.0.0.1:19530"
-            ) from exc
-        except (MilvusException, grpc.RpcError) as exc:
-            _lite_release(str(path))
-            raise self._wrap(exc, "opening Milvus Lite") from exc
-        self._lite_path = str(path)
-        return client
+    def layout(self, collection: str) -> CollectionLayout:
+        """The fields of a collection (or of the one an alias points to: read each time)."""
+        return self._target(collection)[1]
 
-    def _wrap(self, exc: BaseException, action: str, timeout_s: float | None = None) -> VectorStoreError:
-        reason = _unavailable_reason(exc)
-        if reason == "timeout":
-            limit = timeout_s or self.settings.timeout_s
-            return VectorStoreUnavailableError(
-                f"Milvus at {self.uri} did not finish {action} within {limit:g} s: {_message(exc)}; it may "
-                "be down or overloaded (CLOTHES_SEARCH_MILVUS__TIMEOUT_S sets the limit)"
-            )
-        if reason == "unavailable":
-            message = f"Milvus at {self.uri} is unavailable ({action}): {_message(exc)}; {_SERVE_HINT}"
-            return VectorStoreUnavailableError(message)
-        return VectorStoreError(f"Milvus at {self.uri}: {action} failed: {_message(exc)}")
+    def _target(self, name: str) -> tuple[str, CollectionLayout]:
+        """The collection ``name`` is (itself, or an alias's target now) and its layout."""
+        cached = self._layouts.get(name)
+        if cached is not None:
+            return name, cached
+        description = self._describe(name)
+        target = str(description.get("collection_name") or name)
+        layout = CollectionLayout.described(description)
+        if target == name:  # a collection, not an alias (whose target may change): cache it
+            self._layouts[name] = layout
+        return target, layout
 
-    def _call(self, action: str, fn: Callable[[], T], timeout_s: float | None = None) -> T:
-        try:
-            return fn()
-        except (MilvusException, grpc.RpcError) as exc:
-            raise self._wrap(exc, action, timeout_s) from exc
+    def index_type(self, collection: str) -> str:
+        """The vector index of a collection (or of an alias's target): HNSW, IVF_FLAT, IVF_SQ8, FLAT..."""
+        return self._index_type(self._target(collection)[0])
 
-    def _rpc(
-        self, action: str, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any
-    ) -> Any:
-        """``client.method(*args, **kwargs)`` with a timeout (default: the settings'), errors wrapped."""
-        client = self._client()
-        timeout = timeout_s or self.settings.timeout_s
-        return self._call(action, lambda: getattr(client, method)(*args, timeout=timeout, **kwargs), timeout)
-
-    def _read(self, collection: str, action: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """A read RPC; loads a released collection (e.g. after a restart) and retries once."""
-        client = self._client()
-        try:
-            return getattr(client, method)(*args, timeout=self.settings.timeout_s, **kwargs)
-        except MilvusException as exc:
-            if exc.code != _NOT_LOADED:
-                raise self._wrap(exc, action) from exc
-        except grpc.RpcError as exc:
-            raise self._wrap(exc, action) from exc
-        self.load(collection)
-        return self._rpc(action, method, *args, **kwargs)
-
-    def _query(self, collection: str, expr: str, output_fields: list[str], action: str) -> list[dict]:
-        return list(
-            self._read(collection, action, "query", collection, filter=expr, output_fields=output_fields)
-        )
-
-    def _dim(self, collection: str) -> int:
-        if collection not in self._dims:
-            info = self._rpc(f"describing {collection!r}", "describe_collection", collection)
-            dim = next(int(f["params"]["dim"]) for f in info["fields"] if f["name"] == "vector")
-            if info.get("collection_name", collection) != collection:
-                return dim  # an alias: its target may change, do not cache
-            self._dims[collection] = dim
-        return self._dims[collection]
+    def _index_type(self, target: str) -> str:
+        if target not in self._index_types:
+            index = self._milvus.rpc("describing the index", "describe_index", target, "vector") or {}
+            self._index_types[target] = str(index.get("index_type", "FLAT"))
+        return self._index_types[target]
 
     # -- collections and aliases ----------------------------------------------------------------
 
@@ -267,14 +169,14 @@ class VectorStore:
 
     def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""
-        return sorted(self._rpc("listing collections", "list_collections"))
+        return sorted(self._milvus.rpc("listing collections", "list_collections"))
 
     def has_collection(self, name: str) -> bool:
         """Whether the collection exists."""
-        return bool(self._rpc(f"checking {name!r}", "has_collection", name))
+        return bool(self._milvus.rpc(f"checking {name!r}", "has_collection", name))
 
     def ensure_collection(self, name: str, dim: int) -> bool:
-        """Create the collection (schema, index, loaded) unless it exists; True when created.
+        """Create the collection (schema, indexes, loaded) unless it exists; True when created.
 
         An existing collection must have the same dimension; it is loaded if it was released.
         """
@@ -289,55 +191,60 @@ class VectorStore:
             except VectorStoreError:
                 if not self.has_collection(name):  # else created concurrently by another process
                     raise
-        existing = self._dim(name)
+        existing = self.layout(name).dim
         if existing != dim:
             raise VectorStoreError(f"collection {name!r} has dimension {existing}, not {dim}")
-        if "Loaded" not in str(self._rpc("checking the load state", "get_load_state", name).get("state")):
+        state = self._milvus.rpc("checking the load state", "get_load_state", name).get("state")
+        if "Loaded" not in str(state):
             self.load(name)
         return False
 
     def _create(self, name: str, dim: int) -> None:
         s = self.settings
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        for text in ("item_key", "crop_category", "category", "brand"):
-            by_category = text == "category" and s.partition_key == "category"
-            schema.add_field(
-                text, DataType.VARCHAR, max_length=TEXT_LIMITS[text], is_partition_key=by_category
-            )
-        schema.add_field("price", DataType.DOUBLE, nullable=True)
-        schema.add_field("in_stock", DataType.BOOL)
-        schema.add_field("attributes", DataType.JSON)
-        schema.add_field("written_at", DataType.INT64)
-        build = {
-            "HNSW": {"M": s.hnsw_m, "efConstruction": s.hnsw_ef_construction},
-            "IVF_FLAT": {"nlist": s.ivf_nlist},
-        }.get(s.index_type, {})
+        partition_key = "category" if s.partition_key == "category" else None
+        layout = CollectionLayout.planned(dim, s.attribute_fields, partition_key)
+        index_type = resolved_index_type(s, self.server)
         index = MilvusClient.prepare_index_params()
-        index.add_index(field_name="vector", index_type=s.index_type, metric_type=s.metric_type, params=build)
-        extra = {"num_partitions": s.num_partitions} if s.partition_key == "category" else {}
-        self._rpc(f"creating {name!r}", "create_collection", name, schema=schema, index_params=index, **extra)
-        self._dims[name] = dim
+        index.add_index(
+            field_name="vector",
+            index_type=index_type,
+            metric_type=s.metric_type,
+            params=index_build_params(s, index_type),
+        )
+        kinds = self.server.scalar_index
+        for field_name, kind in scalar_index_fields(layout).items():
+            index.add_index(field_name=field_name, index_type=kinds[kind])
+        extra = {"num_partitions": s.num_partitions} if partition_key else {}
+        self._milvus.rpc(
+            f"creating {name!r}",
+            "create_collection",
+            name,
+            schema=collection_schema(layout),
+            index_params=index,
+            consistency_level="Bounded",
+            **extra,
+        )
+        self._layouts[name] = layout
+        self._index_types[name] = index_type
 
     def drop_collection(self, name: str) -> bool:
         """Drop the collection; False when it did not exist. Refused while an alias points to it."""
         if not self.has_collection(name):
             return False
-        aliases = self._rpc("listing aliases", "list_aliases", name).get("aliases")
+        aliases = self._milvus.rpc("listing aliases", "list_aliases", name).get("aliases")
         if aliases:
             raise VectorStoreError(f"alias(es) {aliases} point to {name!r}: point them elsewhere first")
-        self._rpc(f"dropping {name!r}", "drop_collection", name)
-        self._dims.pop(name, None)
+        self._milvus.rpc(f"dropping {name!r}", "drop_collection", name)
+        self._layouts.pop(name, None)
+        self._index_types.pop(name, None)
         return True
 
     def resolve_alias(self, alias: str) -> str | None:
         """The collection an alias points to, or None when there is no such alias."""
-        if alias not in self._rpc("listing aliases", "list_aliases").get("aliases", []):
+        if alias not in self._milvus.rpc("listing aliases", "list_aliases").get("aliases", []):
             return None
-        return (
-            self._rpc(f"describing alias {alias!r}", "describe_alias", alias).get("collection_name") or None
-        )
+        described = self._milvus.rpc(f"describing alias {alias!r}", "describe_alias", alias)
+        return described.get("collection_name") or None
 
     def point_alias(self, alias: str, collection: str) -> None:
         """Make ``alias`` point to ``collection``: create it, or switch it atomically."""
@@ -346,49 +253,93 @@ class VectorStore:
             return
         if current is None:
             try:
-                self._rpc(f"creating alias {alias!r}", "create_alias", collection, alias)
+                self._milvus.rpc(f"creating alias {alias!r}", "create_alias", collection, alias)
                 return
             except VectorStoreError:
                 if self.resolve_alias(alias) is None:  # else created concurrently: switch it
                     raise
-        self._rpc(f"pointing alias {alias!r} to {collection!r}", "alter_alias", collection, alias)
+        self._milvus.rpc(f"pointing alias {alias!r} to {collection!r}", "alter_alias", collection, alias)
+
+    def drop_alias(self, alias: str) -> bool:
+        """Remove an alias (its collection stays); False when there was none."""
+        if self.resolve_alias(alias) is None:
+            return False
+        self._milvus.rpc(f"dropping alias {alias!r}", "drop_alias", alias)
+        return True
 
     def describe(self, collection: str) -> CollectionInfo:
         """Dimension, row count, index and aliases of a collection."""
-        fields = self._rpc(f"describing {collection!r}", "describe_collection", collection)["fields"]
-        index = self._rpc("describing the index", "describe_index", collection, "vector") or {}
+        layout = self.layout(collection)
+        index = self._milvus.rpc("describing the index", "describe_index", collection, "vector") or {}
         return CollectionInfo(
             name=collection,
-            dim=next(int(f["params"]["dim"]) for f in fields if f["name"] == "vector"),
+            dim=layout.dim,
             rows=self.count(collection),
             index_type=str(index.get("index_type", "?")),
             metric_type=str(index.get("metric_type", "?")),
-            partition_key=next((f["name"] for f in fields if f.get("is_partition_key")), None),
-            aliases=sorted(self._rpc("listing aliases", "list_aliases", collection).get("aliases", [])),
+            partition_key=layout.partition_key,
+            aliases=sorted(
+                self._milvus.rpc("listing aliases", "list_aliases", collection).get("aliases", [])
+            ),
         )
 
     def load(self, collection: str, timeout_s: float | None = None) -> None:
-        """Load the collection (needed after a restart; reads do it on demand).
-
-        Loading builds the index of segments that lack one: minutes for a large collection, so the
-        default timeout is at least :data:`LOAD_TIMEOUT_S`.
-        """
-        timeout = timeout_s or max(self.settings.timeout_s, LOAD_TIMEOUT_S)
-        self._rpc(f"loading {collection!r}", "load_collection", collection, timeout_s=timeout)
+        """Load the collection (needed after a restart; reads do it on demand)."""
+        self._milvus.load(collection, timeout_s)
 
     def release(self, collection: str) -> None:
         """Release the collection from memory (reads load it again on demand)."""
-        self._rpc(f"releasing {collection!r}", "release_collection", collection)
+        self._milvus.rpc(f"releasing {collection!r}", "release_collection", collection)
 
     def flush(self, collection: str, timeout_s: float | None = None) -> None:
         """Persist pending writes (call after bulk loads); the default timeout is as :meth:`load`'s."""
         timeout = timeout_s or max(self.settings.timeout_s, LOAD_TIMEOUT_S)
-        self._rpc(f"flushing {collection!r}", "flush", collection, timeout_s=timeout)
+        self._milvus.rpc(f"flushing {collection!r}", "flush", collection, timeout_s=timeout)
 
-    def count(self, collection: str) -> int:
-        """Number of rows."""
-        rows = self._query(collection, "", ["count(*)"], f"counting {collection!r}")
+    def wait_until_indexed(self, collection: str, timeout_s: float = 3600.0) -> None:
+        """Wait until every flushed row is in the vector index (a server builds it in the background;
+        until then its interim index answers searches, with a lower recall)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            index = self._milvus.rpc("describing the index", "describe_index", collection, "vector") or {}
+            pending = int(index.get("pending_index_rows", 0) or 0)
+            if pending == 0 and int(index.get("indexed_rows", 0) or 0) >= int(
+                index.get("total_rows", 0) or 0
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise VectorStoreError(
+                    f"{collection!r}: {pending} rows still unindexed after {timeout_s:g} s"
+                )
+            time.sleep(1.0)
+
+    def count(self, collection: str, expression: str = "", consistency: str = STRONG) -> int:
+        """Number of rows (matching ``expression``)."""
+        rows = self._query(collection, expression, ["count(*)"], f"counting {collection!r}", consistency)
         return int(rows[0]["count(*)"]) if rows else 0
+
+    def _query(
+        self,
+        collection: str,
+        expr: str,
+        output_fields: list[str],
+        action: str,
+        consistency: str = STRONG,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        extra = {"limit": limit} if limit is not None else {}
+        return list(
+            self._milvus.read(
+                collection,
+                action,
+                "query",
+                collection,
+                filter=expr,
+                output_fields=output_fields,
+                consistency_level=consistency,
+                **extra,
+            )
+        )
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -399,9 +350,8 @@ class VectorStore:
         ids = [int(r.id) for r in records]
         if len(set(ids)) != len(ids):
             raise VectorStoreError("duplicate crop ids in one write")
-        vectors = check_vectors(
-            [r.vector for r in records], self._dim(collection), f"writing to {collection!r}"
-        )
+        layout = self.layout(collection)
+        vectors = check_vectors([r.vector for r in records], layout.dim, f"writing to {collection!r}")
         now = int(time.time())
         rows = [
             {
@@ -409,23 +359,30 @@ class VectorStore:
                 "vector": vector,
                 "item_key": check_text(r.item_key, "item_key"),
                 "crop_category": check_text(r.crop_category, "crop_category", empty_ok=True),
-                **fields_row(r.fields),
+                **fields_row(r.fields, layout),
+                **({"shard": crop_id % SHARDS} if layout.has_shard else {}),
                 "written_at": int(r.written_at) or now,
             }
             for crop_id, vector, r in zip(ids, vectors, records, strict=True)
         ]
         for batch in chunks(rows, WRITE_BATCH):
-            self._rpc(f"writing to {collection!r}", "upsert", collection, list(batch))
+            self._milvus.rpc(f"writing to {collection!r}", "upsert", collection, list(batch))
         return len(rows)
+
+    def crop_ids(self, collection: str, item_keys: Sequence[str]) -> dict[str, set[int]]:
+        """The crop ids of these items (read Strong: what was just written or deleted counts)."""
+        out: dict[str, set[int]] = {}
+        for batch in chunks(list(dict.fromkeys(item_keys)), KEY_BATCH):
+            expr = f"item_key in {keys_literal(batch)}"
+            for row in self._query(collection, expr, ["id", "item_key"], "finding crops"):
+                out.setdefault(row["item_key"], set()).add(int(row["id"]))
+        return out
 
     def delete_items_except(self, collection: str, item_keys: Sequence[str], keep_ids: Sequence[int]) -> int:
         """Delete the crops of these items whose id is not in ``keep_ids``; returns rows deleted."""
         keep = {int(i) for i in keep_ids}
-        stale: list[int] = []
-        for batch in chunks(list(dict.fromkeys(item_keys)), KEY_BATCH):
-            rows = self._query(collection, f"item_key in {keys_literal(batch)}", ["id"], "finding crops")
-            stale.extend(int(r["id"]) for r in rows if int(r["id"]) not in keep)
-        return self.delete_ids(collection, stale)
+        found = self.crop_ids(collection, item_keys)
+        return self.delete_ids(collection, [i for ids in found.values() for i in ids if i not in keep])
 
     def delete_items(self, collection: str, item_keys: Sequence[str]) -> int:
         """Delete every crop of these items; returns the number of rows deleted."""
@@ -436,103 +393,220 @@ class VectorStore:
         deleted = 0
         for batch in chunks(list(dict.fromkeys(int(i) for i in ids)), ID_BATCH):
             expr = f"id in {ids_literal(batch)}"
-            rows = self._query(collection, expr, ["count(*)"], f"counting rows to delete in {collection!r}")
-            matched = int(rows[0]["count(*)"]) if rows else 0
+            matched = self.count(collection, expr)
             if matched:
-                self._rpc(f"deleting from {collection!r}", "delete", collection, filter=expr)
+                self._milvus.rpc(f"deleting from {collection!r}", "delete", collection, filter=expr)
             deleted += matched
         return deleted
 
     def update_item_fields(self, collection: str, item_key: str, fields: ItemFields) -> int:
-        """Set the filter fields of every crop row of an item (no re-embedding); returns rows updated."""
+        """Set the filter fields of every crop row of an item (no re-embedding); returns rows updated.
+
+        The rows are read back with their vectors and written whole (Milvus 2.3 has no partial upsert).
+        """
         expr = f"item_key == {string_literal(check_text(item_key, 'item_key'))}"
-        values = fields_row(fields)
-        ids = [int(r["id"]) for r in self._query(collection, expr, ["id"], "finding the item's crops")]
-        for batch in chunks(ids, WRITE_BATCH):
-            rows = [{"id": crop_id, **values} for crop_id in batch]
-            self._rpc(f"updating item {item_key!r}", "upsert", collection, rows, partial_update=True)
-        return len(ids)
+        rows = self._query(
+            collection, expr, ["id", "vector", "crop_category", "written_at"], "reading the item's crops"
+        )
+        records = [
+            CropRecord(
+                id=int(row["id"]),
+                vector=np.asarray(row["vector"], dtype=np.float32),
+                item_key=item_key,
+                crop_category=row["crop_category"],
+                fields=fields,
+                written_at=int(row["written_at"]),
+            )
+            for row in rows
+        ]
+        return self.upsert(collection, records)
 
     # -- reads ----------------------------------------------------------------------------------
 
     def search(
-        self, collection_or_alias: str, queries: np.ndarray, limit: int, filter: CatalogFilter | None = None
+        self,
+        collection_or_alias: str,
+        queries: np.ndarray,
+        limit: int,
+        filter: CatalogFilter | None = None,
+        *,
+        with_vectors: bool = False,
+        with_keys: bool = True,
     ) -> list[list[VectorHit]]:
-        """For each query row, the ``limit`` most similar crops matching ``filter``, best first."""
-        name, s = collection_or_alias, self.settings
+        """For each query row, the ``limit`` most similar crops matching ``filter``, best first.
+
+        A filtered search returns what an exact filtered search would (see :mod:`db.filtered_search`).
+        With ``with_vectors`` each hit carries its stored vector (one round trip, no second fetch);
+        without ``with_keys`` its ``item_key`` and ``crop_category`` are left empty (not read: the
+        database has them).
+        """
+        name = collection_or_alias
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_TOP_K:
             raise VectorStoreError(f"limit must be an integer in 1..{MAX_TOP_K}, got {limit!r}")
-        matrix = check_vectors(queries, self._dims.get(name), f"searching {name!r}")
-        params: dict[str, Any] = {}
-        if s.index_type == "HNSW":
-            params = {"params": {"ef": max(s.search_ef, limit)}}
-        elif s.index_type == "IVF_FLAT":
-            params = {"params": {"nprobe": min(s.ivf_nprobe, s.ivf_nlist)}}
-        expr = filter.to_expression() if filter is not None else ""
-        fields = {"filter": expr, "output_fields": ["item_key", "crop_category"], "search_params": params}
-        results = self._read(
-            name, f"searching {name!r}", "search", name, data=list(matrix), limit=limit, **fields
-        )
-        sign = -1.0 if s.metric_type == "L2" else 1.0  # L2: squared distance, negated
-        return [
-            [VectorHit(int(h["id"]), sign * float(h["distance"]), **hit_entity(h["entity"])) for h in hits]
-            for hits in results
+        target, layout = self._target(name)
+        matrix = check_vectors(queries, layout.dim, f"searching {name!r}")
+        expression = filter.to_expression(layout) if filter is not None else ""
+        index_type = self._index_type(target)
+        matching = total = None
+        if needs_count(index_type, expression):
+            matching, total = self._planning_count(target, expression), self._planning_count(target, "")
+        plan = plan_search(self.settings, index_type, self.server, layout, expression, limit, matching, total)
+        if plan.empty:
+            return [[] for _ in range(len(matrix))]
+        if plan.exact_rows:
+            return self._exact_search(name, matrix, limit, expression, with_vectors)
+        outputs = [
+            *(["item_key", "crop_category"] if with_keys else []),
+            *(["vector"] if with_vectors else []),
         ]
+        per_search = self._run_searches(name, matrix, limit, plan, outputs)
+        return merge_hits(per_search, limit)
+
+    def _planning_count(self, collection: str, expression: str) -> int:
+        """The rows matching ``expression``, counted at most every :data:`COUNT_TTL_S` seconds: a plan
+        needs the filter's share of the collection, not its exact size at this instant."""
+        key = (collection, expression)
+        with self._lock:
+            counted = self._counts.get(key)
+        if counted is None or time.monotonic() - counted[0] > COUNT_TTL_S:
+            counted = (time.monotonic(), self.count(collection, expression, self.settings.consistency))
+        with self._lock:
+            self._counts[key] = counted
+            self._counts.move_to_end(key)
+            while len(self._counts) > COUNT_CACHE_SIZE:
+                self._counts.popitem(last=False)
+        return counted[1]
+
+    def _run_searches(
+        self, name: str, matrix: np.ndarray, limit: int, plan: SearchPlan, outputs: list[str]
+    ) -> list[list[list[VectorHit]]]:
+        def one(expression: str) -> list[list[VectorHit]]:
+            results = self._milvus.read(
+                name,
+                f"searching {name!r}",
+                "search",
+                name,
+                data=list(matrix),
+                limit=limit,
+                filter=expression,
+                output_fields=outputs,
+                search_params={"params": plan.params},
+                consistency_level=self.settings.consistency,
+            )
+            return [[self._hit(h) for h in hits] for hits in results]
+
+        if len(plan.expressions) == 1:
+            return [one(plan.expressions[0])]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sub-search")
+            pool = self._pool
+        return list(pool.map(one, plan.expressions))
+
+    def _hit(self, hit: dict[str, Any]) -> VectorHit:
+        sign = -1.0 if self.settings.metric_type == "L2" else 1.0  # L2: squared distance, negated
+        entity = hit.get("entity") or {}
+        vector = entity.get("vector")
+        return VectorHit(
+            int(hit["id"]),
+            sign * float(hit["distance"]),
+            entity.get("item_key", ""),
+            entity.get("crop_category", ""),
+            None if vector is None else np.asarray(vector, dtype=np.float32),
+        )
+
+    def _exact_search(
+        self, name: str, matrix: np.ndarray, limit: int, expression: str, with_vectors: bool
+    ) -> list[list[VectorHit]]:
+        """The filter's rows compared with every query here: exact, for small subsets."""
+        rows = self._query(
+            name, expression, ["vector", "item_key", "crop_category"], "reading the filter's rows",
+            self.settings.consistency,
+        )  # fmt: skip
+        if not rows:
+            return [[] for _ in range(len(matrix))]
+        vectors = np.asarray([row["vector"] for row in rows], dtype=np.float32)
+        scores = exact_scores(self.settings.metric_type, matrix, vectors)
+        out = []
+        for row_scores in scores:
+            best = np.argsort(-row_scores, kind="stable")[:limit]
+            out.append(
+                [
+                    VectorHit(
+                        int(rows[i]["id"]),
+                        float(row_scores[i]),
+                        rows[i]["item_key"],
+                        rows[i]["crop_category"],
+                        vectors[i] if with_vectors else None,
+                    )
+                    for i in best
+                ]
+            )
+        return out
 
     def get_vectors(self, collection: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """The stored float32 vectors of these crops (unknown ids are absent)."""
         out: dict[int, np.ndarray] = {}
         for batch in chunks(list(dict.fromkeys(int(i) for i in ids)), ID_BATCH):
-            rows = self._read(
-                collection, "fetching vectors", "get", collection, ids=list(batch), output_fields=["vector"]
-            )
+            rows = self._query(collection, f"id in {ids_literal(batch)}", ["vector"], "fetching vectors")
             out.update((int(row["id"]), np.asarray(row["vector"], dtype=np.float32)) for row in rows)
         return out
 
     def item_fields(self, collection: str, item_keys: Sequence[str]) -> dict[str, ItemFields]:
         """The stored filter fields of these items (items without crops are absent)."""
+        layout = self.layout(collection)
         out: dict[str, ItemFields] = {}
         for batch in chunks(list(dict.fromkeys(item_keys)), KEY_BATCH):
             expr = f"item_key in {keys_literal(batch)}"
-            for row in self._query(collection, expr, FIELD_OUTPUT, "reading item fields"):
-                out.setdefault(row["item_key"], row_fields(row))
+            for row in self._query(collection, expr, layout.output_fields(), "reading item fields"):
+                out.setdefault(row["item_key"], row_fields(row, layout))
         return out
 
     def iter_records(self, collection: str, batch_size: int = 1000) -> Iterator[list[CropRecord]]:
         """All rows with their vectors and fields, in batches (to derive a post-processed version)."""
-        fields = ["vector", "crop_category", "written_at", *FIELD_OUTPUT]
-        iterator = self._read(
-            collection, "reading records", "query_iterator", collection, batch_size=batch_size,
-            output_fields=fields,
-        )  # fmt: skip
-        try:
-            while True:
-                batch = self._call("reading records", iterator.next)
-                if not batch:
-                    return
-                yield [
-                    CropRecord(
-                        id=int(row["id"]),
-                        vector=np.asarray(row["vector"], dtype=np.float32),
-                        item_key=row["item_key"],
-                        crop_category=row["crop_category"],
-                        fields=row_fields(row),
-                        written_at=int(row["written_at"]),
-                    )
-                    for row in batch
-                ]
-        finally:
-            iterator.close()
+        layout = self.layout(collection)
+        fields = ["vector", "crop_category", "written_at", *layout.output_fields()]
+        for batch in self._iterate(collection, fields, batch_size, "reading records"):
+            yield [
+                CropRecord(
+                    id=int(row["id"]),
+                    vector=np.asarray(row["vector"], dtype=np.float32),
+                    item_key=row["item_key"],
+                    crop_category=row["crop_category"],
+                    fields=row_fields(row, layout),
+                    written_at=int(row["written_at"]),
+                )
+                for row in batch
+            ]
 
     def iter_rows(self, collection: str, batch_size: int = 1000) -> Iterator[list[tuple[int, str, int]]]:
         """All rows, in batches of ``(id, item_key, written_at)`` (for the reconcile job)."""
-        kwargs = {"batch_size": batch_size, "output_fields": ["item_key", "written_at"]}
-        iterator = self._read(collection, "iterating rows", "query_iterator", collection, **kwargs)
-        try:
+        for batch in self._iterate(collection, ["item_key", "written_at"], batch_size, "iterating rows"):
+            yield [(int(r["id"]), r["item_key"], int(r["written_at"])) for r in batch]
+
+    def _iterate(
+        self, collection: str, fields: list[str], batch_size: int, action: str
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every row, in batches. A server pages by primary key with Strong queries (its results come
+        in key order; pymilvus' iterator against 2.3 reads a client-side timestamp and can miss what
+        was just written or deleted); Milvus Lite uses the query iterator."""
+        if not self.server.lite:
+            last = -1
             while True:
-                batch = self._call("iterating rows", iterator.next)
+                batch = self._query(collection, f"id > {last}", ["id", *fields], action, limit=batch_size)
                 if not batch:
                     return
-                yield [(int(r["id"]), r["item_key"], int(r["written_at"])) for r in batch]
+                yield batch
+                last = max(int(row["id"]) for row in batch)
+        iterator = self._milvus.read(
+            collection, action, "query_iterator", collection, batch_size=batch_size, output_fields=fields,
+            consistency_level=STRONG,
+        )  # fmt: skip
+        try:
+            while True:
+                batch = self._milvus.call(action, iterator.next)
+                if not batch:
+                    return
+                yield batch
         finally:
             iterator.close()

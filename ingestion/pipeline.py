@@ -123,10 +123,13 @@ class Pipeline:
         """The garments' crops, each box grown by ``fusion.crop_padding``."""
         return crop_boxes(image, [g.box for g in garments], self.settings.fusion.crop_padding)
 
-    def embed_crops(self, crops: Sequence[Image.Image]) -> np.ndarray:
-        """Concatenated, unit-norm vectors (len(crops), signature.dim) for RGB crops."""
+    def embed_crops(self, crops: Sequence[Image.Image], forward_batch_size: int | None = None) -> np.ndarray:
+        """Concatenated, unit-norm vectors (len(crops), signature.dim) for RGB crops.
+
+        ``forward_batch_size``: crops per forward pass (default ``pipeline.forward_batch_size``).
+        """
         self.load()
-        forward_batch = self.settings.pipeline.effective_forward_batch_size()
+        forward_batch = forward_batch_size or self.settings.pipeline.effective_forward_batch_size()
         features = [embedder.embed(crops, batch_size=forward_batch) for embedder in self.embedders]
         if not crops:
             return np.zeros((0, sum(f.shape[1] for f in features)), dtype=np.float32)

@@ -71,7 +71,8 @@ def choose_garments(pipeline: Pipeline, image: Image.Image, choice: GarmentChoic
 
 def embed_garments(pipeline: Pipeline, image: Image.Image, garments: Sequence[FusedDetection]) -> np.ndarray:
     """``(len(garments), d)`` unit vectors of the garments' crops, all in one pass per model."""
-    return pipeline.embed_crops(pipeline.crop_garments(image, garments))
+    crops = pipeline.crop_garments(image, garments)
+    return pipeline.embed_crops(crops, forward_batch_size=max(1, len(crops)))
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,14 @@ class LiveIndex:
     rows_version_id: int  # the version whose crop rows the hits are joined with
     signature: str
     transform: VersionTransform | None  # a post-processed version's transform, None for a base one
+    quantised: bool = False  # its vector index approximates the vectors (IVF_SQ8): re-score candidates
 
     def query_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """Raw query vectors in this version's space (whitened for a PCA-whitened version)."""
         return self.transform.queries(vectors) if self.transform is not None else vectors
+
+
+QUANTISED_INDEXES = frozenset({"IVF_SQ8", "IVF_PQ", "HNSW_SQ", "HNSW_PQ"})
 
 
 def live_index(database: Database, signature: str) -> LiveIndex:
@@ -105,6 +110,7 @@ def live_index(database: Database, signature: str) -> LiveIndex:
             rows_version_id=version.rows_version_id,
             signature=version.signature,
             transform=version_transform(version),
+            quantised=(version.index_params or {}).get("index_type") in QUANTISED_INDEXES,
         )
 
 
@@ -118,9 +124,12 @@ class ReorderParams:
     lambda_value: float = 0.3
     query_expansion: bool = False
     qe_top_n: int = 5
+    rescore: bool = False  # a quantised index: re-score by exact cosine with the stored vectors
 
     @classmethod
-    def from_settings(cls, settings: SearchSettings, rerank: Rerank, query_expansion: bool) -> ReorderParams:
+    def from_settings(
+        cls, settings: SearchSettings, rerank: Rerank, query_expansion: bool, rescore: bool = False
+    ) -> ReorderParams:
         return cls(
             rerank=rerank,
             k1=settings.k1,
@@ -128,12 +137,13 @@ class ReorderParams:
             lambda_value=settings.lambda_value,
             query_expansion=query_expansion,
             qe_top_n=settings.qe_top_n,
+            rescore=rescore,
         )
 
     @property
     def reorders(self) -> bool:
         """Whether the ANN order changes (and so the candidates' vectors are needed)."""
-        return self.rerank == "k_reciprocal" or self.query_expansion
+        return self.rerank == "k_reciprocal" or self.query_expansion or self.rescore
 
 
 @dataclass(frozen=True)
@@ -154,24 +164,21 @@ def find_candidates(
     filter: CatalogFilter | None = None,
     with_vectors: bool = False,
 ) -> list[Candidates]:
-    """The ``limit`` nearest crops of each query row (in the index's space) that match ``filter``.
-
-    With ``with_vectors`` each garment's candidates carry their stored vectors; a candidate whose
-    vector vanished since the search (deleted) is dropped.
-    """
-    hits = store.search(index.collection, vectors, limit=limit, filter=filter)
+    """The ``limit`` nearest crops of each query row (in the index's space) that match ``filter``,
+    from one call to the vector store; with ``with_vectors`` they carry their stored vectors."""
+    hits = store.search(
+        index.collection, vectors, limit=limit, filter=filter, with_vectors=with_vectors, with_keys=False
+    )
     out: list[Candidates] = []
-    stored = store.get_vectors(index.collection, [h.id for row in hits for h in row]) if with_vectors else {}
     for row in hits:
+        ids = [h.id for h in row]
+        scores = np.array([h.score for h in row], dtype=np.float32)
         if not with_vectors:
-            out.append(Candidates([h.id for h in row], np.array([h.score for h in row], dtype=np.float32)))
+            out.append(Candidates(ids, scores))
             continue
-        kept = [h for h in row if h.id in stored]
-        matrix = (
-            np.stack([stored[h.id] for h in kept]) if kept else np.zeros((0, vectors.shape[1]), np.float32)
-        )
-        scores = np.array([h.score for h in kept], dtype=np.float32)
-        out.append(Candidates([h.id for h in kept], scores, matrix))
+        dim = vectors.shape[1]
+        matrix = np.stack([h.vector for h in row]) if row else np.zeros((0, dim), np.float32)
+        out.append(Candidates(ids, scores, matrix))
     return out
 
 
@@ -180,8 +187,9 @@ def reorder_candidates(
 ) -> tuple[list[int], np.ndarray]:
     """The candidates re-ordered for the ``(d,)`` query vector ``probe``: ids and scores, best first.
 
-    Without QE or re-ranking the ANN order and scores stand. QE re-scores by cosine to the expanded
-    query; k-reciprocal scores are ``1 - distance`` (its distances are in ``[0, 1]``).
+    Without QE, re-ranking or re-scoring the ANN order and scores stand. Re-scoring (a quantised index)
+    and QE score by exact cosine with the stored vectors (to the expanded query with QE);
+    k-reciprocal scores are ``1 - distance`` (its distances are in ``[0, 1]``).
     """
     if not params.reorders or not candidates.ids:
         return list(candidates.ids), candidates.scores
@@ -223,12 +231,18 @@ def crop_rows(database: Database, rows_version_id: int, ids: Sequence[int]) -> d
     if not ids:
         return {}
     with database.session() as session:
+        # by primary key only: with the version in the WHERE clause SQLite walks that version's index
+        # (every crop of it) instead of looking the ids up; the version is checked here instead
         found = session.execute(
             select(Crop, Item)
             .join(Item, Crop.item_id == Item.id)
-            .where(Crop.id.in_(list(dict.fromkeys(ids))), Crop.index_version_id == rows_version_id)
+            .where(Crop.id.in_(list(dict.fromkeys(ids))))
         ).all()
-        return {crop.id: CropRow(crop.box, crop.category, item) for crop, item in found}
+        return {
+            crop.id: CropRow(crop.box, crop.category, item)
+            for crop, item in found
+            if crop.index_version_id == rows_version_id
+        }
 
 
 def rank_matches(

@@ -80,13 +80,13 @@ def search_similar(
     settings = services.settings.search
     watch = _Stopwatch(timings if timings is not None else {})
     pipeline = services.pipeline
-    params = ReorderParams.from_settings(settings, query.rerank, query.query_expansion)
     with watch.stage("detect"):
         garments = choose_garments(pipeline, image, query.garment)
     with watch.stage("embed"):
         vectors = embed_garments(pipeline, image, garments)
     with watch.stage("db"):
         index = live_index(services.database, pipeline.signature.hash)
+    params = ReorderParams.from_settings(settings, query.rerank, query.query_expansion, index.quantised)
     with watch.stage("embed"):
         vectors = index.query_vectors(vectors)
     depth = settings.rerank_depth if params.reorders else query.k * settings.overfetch

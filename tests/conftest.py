@@ -180,6 +180,37 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             proc.wait()
 
 
+@pytest.fixture(scope="session")
+def milvus_standalone_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus standalone server (PyPI ``milvus``) for the whole session: its ``http://`` URI."""
+    from milvus_servers import milvus_standalone
+
+    with milvus_standalone(tmp_path_factory.mktemp("milvus-standalone")) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module", params=["lite", "standalone"])
+def milvus_target(request: pytest.FixtureRequest) -> object:
+    """The integration tests' Milvus, once per backend: a Milvus Lite server and a Milvus standalone.
+
+    Each module gets its own collection prefix and live alias. On the standalone, searches are
+    ``Strong`` so that a test sees the rows it just wrote (Bounded lags up to a few seconds).
+    """
+    from milvus_servers import MilvusTarget
+
+    fixture = "milvus_server_uri" if request.param == "lite" else "milvus_standalone_uri"
+    uri = request.getfixturevalue(fixture)
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    settings: dict[str, Any] = {
+        "uri": uri,
+        "collection_prefix": f"crops_{prefix}",
+        "live_alias": f"{prefix}_live",
+    }
+    if request.param == "standalone":
+        settings["consistency"] = "Strong"
+    return MilvusTarget(request.param, uri, settings)
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[[object], object]]:
     """Serve Flask apps over real HTTP for one test; afterwards stop them and close their services."""

@@ -56,16 +56,21 @@ def images():
 
 
 @pytest.fixture
-def environment(broker, postgres_url, milvus_server_uri, models_dir, tmp_path):
-    """Settings shared by the CLI and the workers, as environment variables."""
+def environment(broker, postgres_url, milvus_target, models_dir, tmp_path):
+    """Settings shared by the CLI and the workers, as environment variables (once with a Milvus Lite
+    server, once with a Milvus standalone)."""
     migrate.upgrade(DatabaseSettings(url=postgres_url))
-    collection_prefix = f"crops_{tmp_path.name[-8:].replace('-', '_')}"
+    collection_prefix = (
+        f"{milvus_target.settings['collection_prefix']}_{tmp_path.name[-8:].replace('-', '_')}"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOTHES_SEARCH_")}
+    if milvus_target.strong:
+        env["CLOTHES_SEARCH_MILVUS__CONSISTENCY"] = "Strong"
     env.update(
         CLOTHES_SEARCH_DATA_DIR=str(tmp_path / "data"),
         CLOTHES_SEARCH_MODELS_DIR=str(models_dir),
         CLOTHES_SEARCH_DATABASE__URL=postgres_url,
-        CLOTHES_SEARCH_MILVUS__URI=milvus_server_uri,
+        CLOTHES_SEARCH_MILVUS__URI=milvus_target.uri,
         CLOTHES_SEARCH_MILVUS__INDEX_TYPE="FLAT",
         CLOTHES_SEARCH_MILVUS__COLLECTION_PREFIX=collection_prefix,
         CLOTHES_SEARCH_MILVUS__LIVE_ALIAS=f"{collection_prefix}_live",

@@ -106,13 +106,14 @@ SKUS = [f"{pattern}-{i}" for pattern in PATTERNS for i in range(len(COLOURS))]
 
 
 @pytest.fixture(scope="module")
-def catalog_env(tmp_path_factory, models_dir, milvus_server_uri) -> dict[str, str]:
-    """The settings of the served catalog; Milvus is a Lite *server* so admin commands can run beside it."""
+def catalog_env(tmp_path_factory, models_dir, milvus_target) -> dict[str, str]:
+    """The settings of the served catalog, once on a Milvus Lite server (so that admin commands can run
+    beside it) and once on a Milvus standalone server, each with its default index."""
     root = tmp_path_factory.mktemp("similar")
     return clothes_search_env(
         models_dir=models_dir,
         database={"url": f"sqlite:///{root / 'catalog.db'}"},
-        milvus={"uri": milvus_server_uri, "index_type": "FLAT"},
+        milvus=milvus_target.settings,
         fetch={
             "allowed_networks": ["127.0.0.1/32"],
             "max_bytes": 300_000,

@@ -1,4 +1,5 @@
-"""The vector store against real Milvus Lite: embedded files, and the Lite server shared by two processes."""
+"""The vector store against real Milvus: embedded Milvus Lite files, the Lite server shared by two
+processes, and a real Milvus standalone server (each store test runs on Lite and on the standalone)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from milvus_servers import clear_server
 
 from clothes_search.settings import MilvusSettings
 from db.filters import CatalogFilter, InvalidFilterError
@@ -34,9 +36,16 @@ def _settings(uri: str, **overrides: object) -> MilvusSettings:
     return MilvusSettings(**{"uri": uri, "index_type": "FLAT", "timeout_s": 20, **overrides})
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[VectorStore]:
-    with VectorStore(_settings(str(tmp_path / "milvus.db"))) as vector_store:
+@pytest.fixture(params=["lite", "standalone"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    """A store with an empty collection: in a Milvus Lite file, or on the standalone server (cleared)."""
+    if request.param == "lite":
+        settings = _settings(str(tmp_path / "milvus.db"))
+    else:
+        uri = request.getfixturevalue("milvus_standalone_uri")
+        clear_server(uri, keep=COLLECTION)
+        settings = _settings(uri, consistency="Strong")  # a test reads what it just wrote
+    with VectorStore(settings) as vector_store:
         vector_store.ensure_collection(COLLECTION, DIM)
         yield vector_store
 
@@ -60,7 +69,7 @@ def crops(item_key: str, ids: Sequence[int], item_fields: ItemFields | None = No
 
 
 def ids_of(store: VectorStore, item_key: str) -> set[int]:
-    return {row_id for batch in store.iter_rows(COLLECTION) for row_id, key, _ in batch if key == item_key}
+    return store.crop_ids(COLLECTION, [item_key]).get(item_key, set())
 
 
 def keys(hits: list[VectorHit]) -> set[str]:

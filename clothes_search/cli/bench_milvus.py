@@ -24,6 +24,7 @@ import click
 import numpy as np
 
 from clothes_search.cli.context import CliContext, pass_cli
+from clothes_search.cli.server_memory import server_rss_mib
 from clothes_search.settings import MilvusSettings
 from db.filters import CatalogFilter
 from db.vectors import CropRecord, ItemFields, VectorStore
@@ -44,6 +45,8 @@ COLORS = (
     "purple",
 )
 BRANDS = tuple(f"brand_{i:02d}" for i in range(50))
+RARE_BRANDS = ("brand_rare", "brand_rarest")  # indexes len(BRANDS), len(BRANDS) + 1 in the metadata
+RARE_SHARE = (0.001, 0.0001)
 N_CLUSTERS = 40  # 4 visual clusters per category
 NOISE = 0.8  # norm of the noise added to a cluster centre before normalising
 Meta = dict[str, np.ndarray]
@@ -66,8 +69,17 @@ def _price(meta: Meta) -> np.ndarray:
     return ((meta["price"] >= 20) & (meta["price"] <= 80))[:, None]  # NaN (unknown) is False
 
 
+def _brand(meta: Meta, brand: int) -> np.ndarray:
+    return (meta["brand"] == brand)[:, None]
+
+
 SCENARIOS = (
     Scenario("none", lambda j, c: None, lambda m, j, c: np.ones((len(m["category"]), len(j)), dtype=bool)),
+    Scenario(
+        "in_stock (80 %)",
+        lambda j, c: CatalogFilter(in_stock=True),
+        lambda m, j, c: m["in_stock"][:, None].repeat(len(j), axis=1),
+    ),
     Scenario("category", lambda j, c: CatalogFilter(categories=(CATEGORIES[c],)), _category),
     Scenario(
         "category + price 20-80",
@@ -80,9 +92,24 @@ SCENARIOS = (
         lambda m, j, c: (m["brand"][:, None] == (j % 10)[None, :]) & m["in_stock"][:, None],
     ),
     Scenario(
-        "attribute color",
+        "attribute color (declared, 8 %)",
         lambda j, c: CatalogFilter(attributes={"color": COLORS[j % len(COLORS)]}),
         lambda m, j, c: m["color"][:, None] == (j % len(COLORS))[None, :],
+    ),
+    Scenario(
+        "attribute size (JSON, 10 %)",
+        lambda j, c: CatalogFilter(attributes={"size": 36 + j % 10}),
+        lambda m, j, c: m["size"][:, None] == (36 + j % 10)[None, :],
+    ),
+    Scenario(
+        f"rare brand ({RARE_SHARE[0]:.1%})",
+        lambda j, c: CatalogFilter(brands=(RARE_BRANDS[0],)),
+        lambda m, j, c: _brand(m, len(BRANDS)).repeat(len(j), axis=1),
+    ),
+    Scenario(
+        f"rarest brand ({RARE_SHARE[1]:.2%})",
+        lambda j, c: CatalogFilter(brands=(RARE_BRANDS[1],)),
+        lambda m, j, c: _brand(m, len(BRANDS) + 1).repeat(len(j), axis=1),
     ),
 )
 
@@ -112,22 +139,27 @@ class Synthetic:
         vectors = self.vectors(rng, clusters)
         prices = np.round(rng.lognormal(4.0, 0.6, size), 2)
         prices[rng.random(size) < 0.05] = np.nan
+        brands = rng.choice(len(BRANDS), size, p=self.brand_weights)
+        rare = rng.random(size)
+        brands[rare < RARE_SHARE[0]] = len(BRANDS)
+        brands[rare < RARE_SHARE[1]] = len(BRANDS) + 1
         meta = {
             "category": clusters % len(CATEGORIES),
-            "brand": rng.choice(len(BRANDS), size, p=self.brand_weights),
+            "brand": brands,
             "price": prices,
             "in_stock": rng.random(size) < 0.8,
             "color": rng.integers(0, len(COLORS), size),
+            "size": 36 + clusters % 10,
         }
         records = []
         for i in range(size):
             category = CATEGORIES[meta["category"][i]]
             fields = ItemFields(
                 category=category,
-                brand=BRANDS[meta["brand"][i]],
+                brand=(*BRANDS, *RARE_BRANDS)[meta["brand"][i]],
                 price=None if np.isnan(prices[i]) else float(prices[i]),
                 in_stock=bool(meta["in_stock"][i]),
-                attributes={"color": COLORS[meta["color"][i]], "size": int(36 + clusters[i] % 10)},
+                attributes={"color": COLORS[meta["color"][i]], "size": int(meta["size"][i])},
             )
             records.append(CropRecord(start + i + 1, vectors[i], f"sku-{start + i:08d}", category, fields))
         return records, vectors, meta
@@ -210,6 +242,7 @@ def _run(
     count, top_k = opts["count"], opts["top_k"]
     vectors, categories = data.queries(opts["queries"])
     exact = ExactTopK(vectors, categories, top_k)
+    idle = server_rss_mib(store.uri) if not store.is_local else None
     store.ensure_collection(collection, data.dim)
     insert_s = 0.0
     for start in range(0, count, opts["batch"]):
@@ -218,11 +251,16 @@ def _run(
         exact.add(start + 1, batch_vectors, meta)
     _progress(f"inserted in {insert_s:.1f} s")
     flush_s = _timed(lambda: store.flush(collection))
-    store.release(collection)
-    load_s = _timed(lambda: store.load(collection))  # builds the missing segment indexes, loads the rest
-    _progress(f"flushed in {flush_s:.1f} s, released and loaded in {load_s:.1f} s")
-    settle_s = _timed(wait_for_idle) if store.is_local else 0.0
-    _progress(f"background compaction and index builds finished after {settle_s:.1f} s")
+    if store.is_local:
+        store.release(collection)
+        load_s = _timed(lambda: store.load(collection))  # builds the missing segment indexes
+        settle_s = _timed(wait_for_idle)
+    else:  # a server builds segment indexes in the background: wait, then load them
+        settle_s = _timed(lambda: store.wait_until_indexed(collection))
+        store.release(collection)
+        load_s = _timed(lambda: store.load(collection))
+    _progress(f"flushed in {flush_s:.1f} s, indexed after {settle_s:.1f} s, loaded in {load_s:.1f} s")
+    memory = server_rss_mib(store.uri) if not store.is_local else None
     stored = store.count(collection)
     if stored != count:
         raise click.ClickException(f"{stored} rows in {collection}, {count} expected")
@@ -246,7 +284,10 @@ def _run(
         p50, p95 = np.percentile(times, [50, 95])
         found_mean, expected_mean = np.mean(hits, axis=0)
         rows.append((scenario.name, len(times), p50, p95, found_mean, expected_mean, float(np.mean(recalls))))
-    return {"insert": insert_s, "flush": flush_s, "load": load_s, "settle": settle_s}, rows
+    timings = {"insert": insert_s, "flush": flush_s, "load": load_s, "settle": settle_s}
+    if memory is not None and idle is not None:
+        timings["memory_mib"], timings["idle_mib"] = memory, idle
+    return timings, rows
 
 
 @click.command("milvus")
@@ -262,7 +303,9 @@ def _run(
 @click.option("--top-k", default=100, show_default=True)
 @click.option("--uri", help="Use this Milvus (a temporary collection) instead of a fresh Milvus Lite file.")
 @click.option(
-    "--index-type", type=click.Choice(["HNSW", "FLAT", "IVF_FLAT", "AUTOINDEX"]), help="Default: settings'."
+    "--index-type",
+    type=click.Choice(["auto", "HNSW", "FLAT", "IVF_FLAT", "IVF_SQ8", "AUTOINDEX"]),
+    help="Default: settings' (auto: HNSW on a server, IVF_FLAT on Milvus Lite).",
 )
 @click.option("--compare-partition-key", is_flag=True, help="Run with partition_key none and category.")
 @click.option("--seed", default=0, show_default=True)
@@ -296,14 +339,17 @@ def bench_milvus(
 
     click.echo(
         "\n| partition key | insert s | insert rows/s | flush s | release+load s | background index s "
-        "| rows/s incl. flush+index |"
+        "| rows/s incl. flush+index | server RSS idle → loaded | per million crops |"
     )
-    click.echo("|---|---:|---:|---:|---:|---:|---:|")
+    click.echo("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, t in inserts:
         total = t["insert"] + t["flush"] + t["load"] + t["settle"]
+        memory, idle = t.get("memory_mib"), t.get("idle_mib", 0.0)
+        rss = "–" if memory is None else f"{idle:,.0f} → {memory:,.0f} MiB"
+        per_million = "–" if memory is None else f"{(memory - idle) * 1e6 / count / 1024:,.2f} GiB"
         click.echo(
             f"| {mode} | {t['insert']:.1f} | {count / t['insert']:,.0f} | {t['flush']:.1f} | {t['load']:.1f} "
-            f"| {t['settle']:.1f} | {count / total:,.0f} |"
+            f"| {t['settle']:.1f} | {count / total:,.0f} | {rss} | {per_million} |"
         )
     click.echo(
         f"\n| partition key | filter | queries | p50 ms | p95 ms | hits | exact hits "

@@ -1,9 +1,11 @@
 """``clothes-search bench similar``: ``/similar`` latency by stage at a given index size.
 
 Builds a temporary index of N synthetic crops (clustered unit vectors of the configured model
-signature's dimension, with realistic item metadata in SQLite and Milvus Lite), then sends
-real query photos to ``POST /similar`` through the WSGI app in this process (no socket) and
-prints p50 / p95 of the whole request and of each stage, with and without re-ranking and filters.
+signature's dimension, with realistic item metadata in SQLite, in a fresh Milvus Lite file or, with
+``--uri``, in temporary collections of a Milvus server), then sends real query photos to ``POST
+/similar`` through the WSGI app in this process (no socket) and prints p50 / p95 of the whole request
+and of each stage, with and without re-ranking and filters, and the share of the p50 spent outside
+detection and embedding.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -88,6 +91,22 @@ def _fill(services: Services, count: int, batch: int, seed: int = 0) -> None:
     services.store.load(collection)
 
 
+def _wait_until_searchable(services: Services) -> None:
+    store = services.store
+    if store.is_local:
+        wait_for_idle()  # Milvus Lite builds indexes in the background after loading
+        return
+    store.wait_until_indexed(store.collection_name(services.pipeline.signature.hash))
+
+
+def _drop(services: Services) -> None:
+    """Remove the benchmark's collection (and its alias) from a server."""
+    store = services.store
+    collection = store.collection_name(services.pipeline.signature.hash)
+    store.drop_alias(store.settings.live_alias)
+    store.drop_collection(collection)
+
+
 def _percentiles(values: list[float]) -> str:
     if not values:
         return "-"
@@ -98,23 +117,31 @@ def _percentiles(values: list[float]) -> str:
 @click.option("--count", "counts", multiple=True, type=int, default=(10_000,), show_default=True)
 @click.option("--queries", default=30, show_default=True, help="Requests per mode.")
 @click.option("--batch", default=2000, show_default=True, help="Rows per insert.")
+@click.option("--uri", help="A Milvus server (temporary collections, dropped after) instead of Milvus Lite.")
 @pass_cli
-def bench_similar(cli: CliContext, counts: tuple[int, ...], queries: int, batch: int) -> None:
+def bench_similar(
+    cli: CliContext, counts: tuple[int, ...], queries: int, batch: int, uri: str | None
+) -> None:
     """p50 / p95 latency (ms) of POST /similar, whole and per stage, at each index size."""
     from search.api_services import ApiServices
     from search.app import create_app
 
     photos = [Path(p).read_bytes() for p in PHOTOS if Path(p).is_file()]
     click.echo(f"{len(photos)} query photos, {queries} requests per mode, p50 / p95 in ms")
-    header = "| crops | mode | total | " + " | ".join(STAGES) + " |"
-    lines = [header, "|" + "---|" * (3 + len(STAGES))]
+    header = "| crops | mode | total | " + " | ".join(STAGES) + " | outside models |"
+    lines = [header, "|" + "---|" * (4 + len(STAGES))]
     for count in counts:
         workdir = Path(tempfile.mkdtemp(prefix="cs-bench-similar-"))
+        prefix = f"bench_{uuid.uuid4().hex[:8]}"
+        milvus = {
+            **cli.settings.milvus.model_dump(),
+            "uri": uri or str(workdir / "milvus.db"),
+            "collection_prefix": prefix,
+            "live_alias": f"{prefix}_live",
+        }
         try:
             settings = Settings.load(
-                cli.config_file,
-                database={"url": f"sqlite:///{workdir / 'catalog.db'}"},
-                milvus={**cli.settings.milvus.model_dump(), "uri": str(workdir / "milvus.db")},
+                cli.config_file, database={"url": f"sqlite:///{workdir / 'catalog.db'}"}, milvus=milvus
             )
             migrate.upgrade(settings.database)
             app = create_app(settings)
@@ -127,7 +154,7 @@ def bench_similar(cli: CliContext, counts: tuple[int, ...], queries: int, batch:
                 )  # fmt: skip
                 activate(session, services.store, version)
             _fill(services, count, batch)
-            wait_for_idle()  # Milvus Lite builds indexes in the background after loading
+            _wait_until_searchable(services)
             with services.database.session() as session:
                 assert session.scalar(select(Item.id).where(Item.sku == "sku-1")) is not None
             click.echo(f"{count} crops indexed in {time.perf_counter() - started:.0f}s", err=True)
@@ -135,6 +162,7 @@ def bench_similar(cli: CliContext, counts: tuple[int, ...], queries: int, batch:
             client.post("/similar?rerank=none", data=photos[0], content_type="image/jpeg")  # warm-up
             for name, params in MODES:
                 totals: list[float] = []
+                outside: list[float] = []
                 stages: dict[str, list[float]] = {s: [] for s in STAGES}
                 for q in range(queries):
                     start = time.perf_counter()
@@ -144,10 +172,18 @@ def bench_similar(cli: CliContext, counts: tuple[int, ...], queries: int, batch:
                     if reply.status_code != 200:
                         detail = reply.get_data(as_text=True)
                         raise click.ClickException(f"{name}: HTTP {reply.status_code}: {detail}")
-                    for stage, ms in reply.get_json()["timings_ms"].items():
+                    timings = reply.get_json()["timings_ms"]
+                    for stage, ms in timings.items():
                         stages.setdefault(stage, []).append(ms)
+                    outside.append(totals[-1] - timings.get("detect", 0.0) - timings.get("embed", 0.0))
                 cells = " | ".join(_percentiles(stages[s]) for s in STAGES)
-                lines.append(f"| {count} | {name} | {_percentiles(totals)} | {cells} |")
+                share = np.percentile(outside, 50) / np.percentile(totals, 50)
+                lines.append(
+                    f"| {count} | {name} | {_percentiles(totals)} | {cells} "
+                    f"| {np.percentile(outside, 50):.0f} ms = {share:.0%} |"
+                )
+            if uri:
+                _drop(services)
             ApiServices.of(app).close()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

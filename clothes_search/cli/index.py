@@ -94,6 +94,12 @@ def status(cli: CliContext) -> None:
 )
 @click.option("--dba-weights", type=click.Choice(["uniform", "linear"]), default="uniform", show_default=True)
 @click.option("--pca-dim", type=click.IntRange(min=1), help="PCA whitening to this dimension (default: off).")
+@click.option(
+    "--pca-whiten/--pca-project",
+    default=True,
+    show_default=True,
+    help="Whiten, or only project onto the top axes (a reduced index: dim/d of the memory).",
+)
 @click.option("--pca-eps", type=float, default=1e-6, show_default=True, help="Eigenvalue shrinkage.")
 @click.option(
     "--pca-sample",
@@ -106,13 +112,13 @@ def status(cli: CliContext) -> None:
 @click.option("--activate", "make_live", is_flag=True, help="Make the new version live when built.")
 @pass_cli
 def postprocess(
-    cli: CliContext, dba_top_n: int, dba_weights: str, pca_dim: int | None, pca_eps: float, pca_sample: int,
-    base_collection: str | None, make_live: bool,
+    cli: CliContext, dba_top_n: int, dba_weights: str, pca_dim: int | None, pca_whiten: bool, pca_eps: float,
+    pca_sample: int, base_collection: str | None, make_live: bool,
 ) -> None:  # fmt: skip
     """Build a DBA and/or PCA-whitened version of a base index version (off by default in the paper)."""
     settings = cli.settings
     try:
-        spec = PostprocessSpec(dba_top_n, dba_weights, pca_dim, pca_eps, pca_sample)
+        spec = PostprocessSpec(dba_top_n, dba_weights, pca_dim, pca_eps, pca_sample, pca_whiten)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     database = Database(settings.database)

@@ -1,0 +1,74 @@
+"""The search core's stages against real storage (SQLite + Milvus Lite): one read of the live version
+serves the whole request, so an alias swap in the middle of a request cannot empty its answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clothes_search.settings import DatabaseSettings, MilvusSettings
+from db import migrate
+from db.index_versions import activate, ensure_index_version
+from db.indexing import ItemCrops, NewCrop, index_items
+from db.models import IndexVersion, Item
+from db.session import Database
+from db.vectors import VectorStore
+from search.query_stages import (
+    ReorderParams,
+    find_candidates,
+    live_index,
+    load_matches,
+    reorder_candidates,
+)
+
+DIM = 8
+
+
+def unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture
+def two_versions(tmp_path):
+    """Ten items indexed in version A (live) and again, under other crop ids, in version B."""
+    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'c.db'}")
+    migrate.upgrade(settings)
+    database = Database(settings)
+    store = VectorStore(MilvusSettings(uri=str(tmp_path / "m.db"), index_type="FLAT"))
+    with database.session() as session:
+        a = ensure_index_version(session, store, signature="sigA", dimension=DIM)
+        b = ensure_index_version(session, store, signature="sigB", dimension=DIM)
+        activate(session, store, a)
+        session.add_all(Item(sku=f"sku-{i}", category="top", brand="acme") for i in range(10))
+        ids = (a.id, b.id)
+    for version_id in ids:
+        batch = [
+            ItemCrops(f"sku-{i}", f"h{i}", [NewCrop((0, 0, 9, 9), "top", 1.0, unit(i))]) for i in range(10)
+        ]
+        index_items(database, store, version_id, batch)
+    yield database, store, ids
+    store.close()
+    database.dispose()
+
+
+def test_a_swap_between_reading_the_version_and_searching_does_not_empty_the_answer(two_versions):
+    database, store, (_, b_id) = two_versions
+    index = live_index(database, "sigA")  # the request reads the live version once ...
+    with database.session() as session:
+        activate(session, store, session.get(IndexVersion, b_id))  # ... then B goes live (alias swap)
+    assert store.resolve_alias(store.settings.live_alias) == index.collection.replace("sigA", "sigB")
+    [found] = find_candidates(store, index, unit(3)[None, :], limit=5)
+    [matches] = load_matches(database, index.rows_version_id, [(found.ids, found.scores)], k=5, collapse=True)
+    assert [m.sku for m in matches][:1] == ["sku-3"] and len(matches) == 5  # A's hits with A's rows
+
+
+def test_candidates_carry_their_vectors_from_the_same_call_and_reorder(two_versions):
+    database, store, _ = two_versions
+    index = live_index(database, "sigA")
+    [found] = find_candidates(store, index, unit(4)[None, :], limit=10, with_vectors=True)
+    assert found.vectors is not None and found.vectors.shape == (10, DIM)
+    np.testing.assert_allclose(found.vectors[0], unit(4), atol=1e-6)
+    ids, scores = reorder_candidates(unit(4), found, ReorderParams(rerank="k_reciprocal", k1=3, k2=2))
+    assert sorted(ids) == sorted(found.ids) and ids[0] == found.ids[0]
+    assert np.all(np.diff(scores) <= 1e-6)
