@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -46,14 +46,29 @@ class ConfigError(ValueError):
 
 
 class FetchSettings(BaseModel):
-    """Limits for loading images from URLs, paths and bytes."""
+    """Limits for loading images from URLs, paths and bytes (one section per trust level: ``fetch`` for
+    trusted feeds, ``row_fetch`` for rows sent to the API, ``query_fetch`` for /similar's images)."""
 
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(10.0, gt=0)
     total_timeout_s: float = Field(30.0, gt=0, description="Whole download, redirects included.")
     max_bytes: int = Field(20_000_000, gt=0, description="Largest encoded image accepted.")
     max_pixels: int = Field(40_000_000, gt=0, description="Decompression-bomb guard (width*height).")
+    max_side: int = Field(
+        2048,
+        gt=0,
+        description="Images are decoded to at most this many pixels on their longest side (JPEG at a "
+        "reduced scale directly); boxes are still reported in the original's pixels.",
+    )
     max_redirects: int = Field(5, ge=0)
+    allowed_ports: list[int] = Field(
+        default_factory=list, description="Ports an http(s) URL may name (default port included); empty: any."
+    )
+    local_files: bool = Field(True, description="Whether local paths and file:// URLs may be read.")
+    local_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders local images must be in (trusted feeds); empty: the feed file's own folder.",
+    )
     allow_private_networks: bool = Field(
         False, description="Allow loopback, private, link-local and metadata addresses (SSRF guard off)."
     )
@@ -62,6 +77,26 @@ class FetchSettings(BaseModel):
         description="Non-public networks allowed anyway, e.g. ['127.0.0.1/32'] for a local test server.",
     )
     user_agent: str = "clothes-search/0.1 (+image-fetcher)"
+
+
+class RowFetchSettings(FetchSettings):
+    """``row_fetch``: images of rows sent to the API. Ports 80/443 unless set; never local files."""
+
+    allowed_ports: list[int] = Field(
+        default_factory=lambda: [80, 443],
+        description="Ports an http(s) URL may name (default port included); empty: any.",
+    )
+    local_files: Literal[False] = Field(False, description="Rows from the network never name local files.")
+
+
+class QueryFetchSettings(RowFetchSettings):
+    """``query_fetch``: /similar's images: a short budget and a stricter pixel limit than feeds'."""
+
+    connect_timeout_s: float = Field(2.0, gt=0)
+    read_timeout_s: float = Field(3.0, gt=0)
+    total_timeout_s: float = Field(5.0, gt=0, description="Whole download, redirects included.")
+    max_bytes: int = Field(10_000_000, gt=0, description="Largest encoded image accepted.")
+    max_pixels: int = Field(16_000_000, gt=0, description="Decompression-bomb guard (width*height).")
 
 
 class DetectorBackend(StrEnum):
@@ -159,6 +194,10 @@ class DatabaseSettings(BaseModel):
     )
     echo: bool = False
     pool_size: int = Field(5, gt=0, description="Connection pool size (PostgreSQL).")
+    connect_timeout_s: int = Field(5, gt=0, description="PostgreSQL: give up connecting after this.")
+    statement_timeout_s: float | None = Field(
+        30.0, gt=0, description="PostgreSQL: cancel a statement running longer (None: no limit)."
+    )
 
 
 class MilvusSettings(BaseModel):
@@ -225,6 +264,11 @@ class MilvusSettings(BaseModel):
     orphan_grace_s: float = Field(
         600.0, ge=0, description="Reconcile leaves vectors without a crop row alone while younger than this."
     )
+    load_on_read: bool = Field(
+        True,
+        description="Load a released collection when a read finds it so (minutes for a large one); the API "
+        "turns it off: a request answers 503 instead, the server loads at start-up.",
+    )
     server_host: str = Field("127.0.0.1", description="`clothes-search milvus serve` bind address.")
     server_port: int = Field(19530, gt=0, lt=65536)
     server_data_dir: Path | None = Field(
@@ -251,6 +295,40 @@ class QueueSettings(BaseModel):
         3600, gt=0, description="Redis: an unacknowledged task is redelivered after this (worker lost)."
     )
     task_time_limit_s: int = Field(1800, gt=0)
+    sync_fields_every_s: float = Field(
+        60.0, gt=0, description="How often workers copy metadata changes the vector store missed."
+    )
+    max_memory_per_child_mb: int = Field(
+        3072, gt=0, description="A worker process past this resident memory is replaced after its task."
+    )
+
+
+class ApiSettings(BaseModel):
+    """Who may call the HTTP API, and how much."""
+
+    public_search: bool = Field(
+        True, description="/similar without a key (a public shop search); false: the search role is needed."
+    )
+    public_metrics: bool = Field(False, description="/metrics without an admin key (an internal port only).")
+    bootstrap_admin_key: SecretStr | None = Field(
+        None,
+        description="An admin key created at start-up if absent (containers): `clothes-search keys "
+        "generate`.",
+    )
+    rate_limit: str = Field(
+        "600/minute", description="Requests per key (or per client address without one), `limits` notation."
+    )
+    search_rate_limit: str = Field("120/minute", description="/similar requests per key or client address.")
+    max_concurrent_searches: int = Field(
+        4, gt=0, description="/similar requests one process works on at once; more answer 503 + Retry-After."
+    )
+    proxy_hops: int = Field(
+        0, ge=0, description="Proxies in front of the API whose X-Forwarded-For is trusted (0: none)."
+    )
+    limits_storage_uri: str | None = Field(
+        None,
+        description="Where rate-limit counters live (redis://...); default: the broker, else in-process.",
+    )
 
 
 class SearchSettings(BaseModel):
@@ -373,6 +451,15 @@ class Settings(BaseSettings):
         None, description="Where fetched model files live (mediapipe/...); default: <data_dir>/models."
     )
     fetch: FetchSettings = Field(default_factory=FetchSettings)
+    row_fetch: RowFetchSettings = Field(
+        default_factory=RowFetchSettings,
+        description="Images of rows sent to the API: http(s) on ports 80/443 only, never local files.",
+    )
+    query_fetch: QueryFetchSettings = Field(
+        default_factory=QueryFetchSettings,
+        description="/similar?image_url= and uploads: short budget, 16 Mpx, ports 80/443, no local files.",
+    )
+    api: ApiSettings = Field(default_factory=ApiSettings)
     categories: CategorySettings = Field(default_factory=CategorySettings)
     detectors: list[DetectorConfig] = Field(default_factory=_default_detectors)
     embedders: list[EmbedderConfig] = Field(default_factory=_default_embedders)

@@ -58,11 +58,17 @@ def item_fields(item: Item) -> ItemFields:
 
 @dataclass(frozen=True)
 class ItemCrops:
-    """The crops computed for one item's image (``content_hash``: SHA-256 of the image bytes)."""
+    """The crops computed for one item's image (``content_hash``: SHA-256 of the image bytes).
+
+    ``claimed_source``: the image source the crops were computed from; when given, the item is written
+    only if that is still its source at the commit (compare-and-set: an image replaced meanwhile is not
+    overwritten with the old one's crops).
+    """
 
     sku: str
     content_hash: str
     crops: Sequence[NewCrop]
+    claimed_source: str | None = None
 
 
 def index_items(
@@ -71,7 +77,9 @@ def index_items(
     """Store each item's crops in index version ``version_id``, replacing its previous ones.
 
     Runs the three steps of the module docstring for the whole batch: one Milvus upsert, one
-    database transaction, one Milvus delete. Returns the new crop ids per sku.
+    database transaction, one Milvus delete. Returns the new crop ids per sku written; an entry whose
+    ``claimed_source`` is no longer its item's image source is left out (its rows untouched, the
+    vectors written for it deleted again).
     """
     if not batch:
         return {}
@@ -80,7 +88,10 @@ def index_items(
         if version is None:
             raise ValueError(f"no index version {version_id}")
         skus = [entry.sku for entry in batch]
-        items = {item.sku: item for item in session.scalars(select(Item).where(Item.sku.in_(skus)))}
+        locked = (
+            select(Item).where(Item.sku.in_(skus)).with_for_update().execution_options(populate_existing=True)
+        )
+        items = {item.sku: item for item in session.scalars(locked)}
         unknown = sorted(set(skus) - set(items))
         if unknown:
             raise ValueError(f"unknown items {unknown[:5]}: upsert their metadata first")
@@ -111,10 +122,18 @@ def index_items(
             store.upsert(collection, records)  # step 1, then the same crops in its post-processed versions
             write_to_derived(store, version, derived, records)
         collections = [collection, *(v.collection_name for v in derived)]
-        item_ids = [items[sku].id for sku in skus]
+        # the rows are locked (PostgreSQL) from here to the commit, so a submission changing an image
+        # cannot slip between this check and the write: the crops' source must still be the item's
+        moved = {
+            e.sku
+            for e in batch
+            if e.claimed_source is not None and items[e.sku].image_url != e.claimed_source
+        }
+        written = [entry for entry in batch if entry.sku not in moved]
+        item_ids = [items[entry.sku].id for entry in written]
         session.execute(delete(Crop).where(Crop.item_id.in_(item_ids), Crop.index_version_id == version.id))
         now = utcnow()
-        for entry in batch:
+        for entry in written:
             item = items[entry.sku]
             session.add_all(
                 Crop(
@@ -138,11 +157,15 @@ def index_items(
             item.last_error = None
             item.claimed_at = None
             item.claim_token = None
+            item.claim_source = None
     # step 2 committed: the new crops are what search sees
-    keep = [cid for ids in new_ids.values() for cid in ids]
+    keep = [cid for sku, ids in new_ids.items() if sku not in moved for cid in ids]
+    stray = [cid for sku in moved for cid in new_ids[sku]]
     for name in collections:
-        store.delete_items_except(name, skus, keep)  # step 3
-    return new_ids
+        store.delete_items_except(name, [e.sku for e in written], keep)  # step 3
+        if stray:
+            store.delete_ids(name, stray)
+    return {sku: ids for sku, ids in new_ids.items() if sku not in moved}
 
 
 def delete_item(session: Session, store: VectorStore, sku: str) -> bool:

@@ -205,7 +205,9 @@ class MilvusConnection:
         return self.call(action, lambda: getattr(client, method)(*args, timeout=timeout, **kwargs), timeout)
 
     def read(self, collection: str, action: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """A read RPC; loads a released collection (e.g. after a restart) and retries once."""
+        """A read RPC. A released collection (e.g. after a restart) is loaded and the read retried once,
+        unless ``milvus.load_on_read`` is off (the API): then it is unavailable (503), not a request
+        that waits minutes for a load."""
         client = self.client()
         try:
             return getattr(client, method)(*args, timeout=self.settings.timeout_s, **kwargs)
@@ -214,6 +216,8 @@ class MilvusConnection:
                 raise self.wrap(exc, action) from exc
         except grpc.RpcError as exc:
             raise self.wrap(exc, action) from exc
+        if not self.settings.load_on_read:
+            raise VectorStoreUnavailableError(f"collection {collection!r} is not loaded ({action})")
         self.load(collection)
         return self.rpc(action, method, *args, **kwargs)
 

@@ -82,6 +82,10 @@ class Item(Base):
     in_stock: Mapped[bool] = mapped_column(Boolean, default=True)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     image_url: Mapped[str | None] = mapped_column(Text)
+    image_trusted: Mapped[bool] = mapped_column(
+        Boolean, default=False, doc="From a trusted feed (local paths allowed) rather than the API."
+    )
+    image_root: Mapped[str | None] = mapped_column(Text, doc="The folder a trusted local image must be in.")
 
     status: Mapped[ItemStatus] = mapped_column(_enum(ItemStatus, "item_status"), default=ItemStatus.PENDING)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -91,6 +95,12 @@ class Item(Base):
     )
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), doc="When a worker took it.")
     claim_token: Mapped[str | None] = mapped_column(String(64), doc="The task holding it while 'processing'.")
+    claim_source: Mapped[str | None] = mapped_column(
+        Text, doc="The image source the claim started from; the write is refused if it changed since."
+    )
+    fields_pending: Mapped[bool] = mapped_column(
+        Boolean, default=False, index=True, doc="Changed filter fields not yet copied to the vector store."
+    )
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_job_id: Mapped[int | None] = mapped_column(
         ForeignKey("ingest_jobs.id", ondelete="SET NULL"), index=True
@@ -192,6 +202,21 @@ class Crop(Base):
     @property
     def box(self) -> list[float]:
         return [self.x1, self.y1, self.x2, self.y2]
+
+
+class ApiKey(Base):
+    """An API key: its public id, a SHA-256 of its secret (never the secret) and its roles."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class IngestJob(Base):

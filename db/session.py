@@ -26,7 +26,8 @@ class DatabaseUnavailableError(DatabaseError):
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:
-    """An engine for ``settings.url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    """An engine for ``settings.url``; SQLite gets WAL, foreign keys and a busy timeout, PostgreSQL a
+    connect timeout and a statement timeout (a stuck database answers 503, not a hung request)."""
     url = make_url(settings.url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -42,7 +43,14 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, echo=settings.echo, pool_size=settings.pool_size, pool_pre_ping=True)
+    connect_args: dict[str, object] = {}
+    if url.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = settings.connect_timeout_s
+        if settings.statement_timeout_s is not None:
+            connect_args["options"] = f"-c statement_timeout={int(settings.statement_timeout_s * 1000)}"
+    return create_engine(
+        url, echo=settings.echo, pool_size=settings.pool_size, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 class Database:

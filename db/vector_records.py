@@ -12,10 +12,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from clothes_search.errors import ClothesSearchError
+from clothes_search.field_limits import BRAND_BYTES, CATEGORY_BYTES, SKU_BYTES
 from db.filters import forbidden_character, string_literal
 
 T = TypeVar("T")
-TEXT_LIMITS = {"item_key": 256, "crop_category": 64, "category": 64, "brand": 128}  # VARCHAR bytes
+TEXT_LIMITS = {  # VARCHAR bytes
+    "item_key": SKU_BYTES,
+    "crop_category": CATEGORY_BYTES,
+    "category": CATEGORY_BYTES,
+    "brand": BRAND_BYTES,
+}
 
 
 class VectorStoreError(ClothesSearchError):

@@ -20,6 +20,7 @@ expressions follow it.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from collections.abc import Mapping
@@ -29,13 +30,14 @@ from typing import Any
 
 from pymilvus import DataType, MilvusClient
 
+from clothes_search.field_limits import ATTRIBUTE_TEXT_BYTES, ATTRIBUTES_JSON_BYTES
 from db.filters import ATTRIBUTE_NAME_RE, AttributeType, FilterLayout
 from db.vector_records import TEXT_LIMITS, ItemFields, VectorStoreError, check_text
 
 SCHEMA_VERSION = 2
 SHARDS = 64
-ATTRIBUTE_TEXT_LIMIT = 256  # VARCHAR bytes of a declared string attribute
-JSON_LIMIT_BYTES = 65_536  # Milvus' largest JSON value
+ATTRIBUTE_TEXT_LIMIT = ATTRIBUTE_TEXT_BYTES  # VARCHAR bytes of a declared string attribute
+JSON_LIMIT_BYTES = ATTRIBUTES_JSON_BYTES  # Milvus' largest JSON value
 _ATTRIBUTE_TYPES: dict[AttributeType, DataType] = {
     "string": DataType.VARCHAR,
     "int": DataType.INT64,
@@ -197,6 +199,12 @@ def fields_row(fields: ItemFields, layout: CollectionLayout) -> dict[str, Any]:
             present = value is not None
             row[attribute_field(name)] = _attribute_value(name, kind, value) if present else _ZERO[kind]
             row[presence_field(name)] = present
+    try:
+        size = len(json.dumps(free, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError) as exc:
+        raise VectorStoreError(f"attributes cannot be stored as JSON: {exc}") from None
+    if size > JSON_LIMIT_BYTES:
+        raise VectorStoreError(f"attributes are {size:,} bytes of JSON, above {JSON_LIMIT_BYTES:,}")
     row["attributes"] = free
     return row
 

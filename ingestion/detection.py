@@ -47,6 +47,11 @@ class Box:
             min(max(self.y2, 0.0), height),
         )
 
+    def scaled(self, factor: float) -> Box:
+        """The box with every coordinate multiplied by ``factor`` (between a reduced decode and the
+        original's pixels)."""
+        return Box(self.x1 * factor, self.y1 * factor, self.x2 * factor, self.y2 * factor)
+
     def padded(self, fraction: float, width: int, height: int) -> Box:
         """Grow each side by ``fraction`` of the box's size, then clip to the image."""
         dx, dy = self.width * fraction, self.height * fraction

@@ -27,6 +27,7 @@ import csv
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -39,6 +40,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from clothes_search.booleans import DESCRIPTION as BOOLEAN_WORDS
 from clothes_search.booleans import parse_boolean
 from clothes_search.errors import ClothesSearchError
+from clothes_search.field_limits import (
+    ATTRIBUTE_TEXT_BYTES,
+    ATTRIBUTES_JSON_BYTES,
+    BRAND_BYTES,
+    CATEGORY_BYTES,
+    SKU_BYTES,
+    utf8_length,
+)
 
 FeedFormat = Literal["jsonl", "csv", "json"]
 
@@ -47,6 +56,8 @@ MAX_LINE_BYTES = 1 << 20
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_CHARS = 1024
 MAX_SIZES = 100
+MAX_SIZE_ENTRIES = 10 * MAX_SIZES  #: entries read before de-duplication
+MAX_COLUMNS = 256  #: CSV header columns: the known fields and up to MAX_ATTRIBUTES others fit well
 MAX_PRICE = Decimal("9999999999.99")  # items.price is NUMERIC(12, 2)
 
 _EXTENSIONS: dict[str, FeedFormat] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".json": "json"}
@@ -67,16 +78,19 @@ class FeedFormatError(ClothesSearchError):
     kind = "feed_format"
 
 
-def _text(value: object, max_len: int, *, multiline: bool = False) -> str:
+def _text(value: object, max_len: int, *, multiline: bool = False, max_bytes: int | None = None) -> str:
     """A stripped string of at most ``max_len`` characters without control characters.
 
-    ``multiline`` allows tab, CR and LF inside (titles, attribute values).
+    ``multiline`` allows tab, CR and LF inside (titles, attribute values). ``max_bytes`` also caps
+    its UTF-8 length (fields the vector store holds, see :mod:`clothes_search.field_limits`).
     """
     if not isinstance(value, str):
         raise ValueError("must be a string")
     value = value.strip()
     if len(value) > max_len:
         raise ValueError(f"must be at most {max_len} characters, got {len(value)}")
+    if max_bytes is not None and (size := utf8_length(value)) > max_bytes:
+        raise ValueError(f"must be at most {max_bytes} bytes in UTF-8, got {size}")
     if (_CONTROL if multiline else _CONTROL_OR_BREAK).search(value):
         raise ValueError("must not contain control characters" + ("" if multiline else " or line breaks"))
     return value
@@ -85,7 +99,7 @@ def _text(value: object, max_len: int, *, multiline: bool = False) -> str:
 def _sku(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    value = _text(value, 128)
+    value = _text(value, 128, max_bytes=SKU_BYTES)
     if not value.isprintable():
         raise ValueError("must not contain control or non-printable characters")
     return value
@@ -95,6 +109,8 @@ def _category(value: object) -> str:
     value = re.sub(r"[\s\-]+", "_", _text(value, 1024).lower())
     if len(value) > 64:
         raise ValueError(f"must be at most 64 characters, got {len(value)}")
+    if (size := utf8_length(value)) > CATEGORY_BYTES:
+        raise ValueError(f"must be at most {CATEGORY_BYTES} bytes in UTF-8, got {size}")
     return value
 
 
@@ -140,16 +156,18 @@ def _sizes(value: object) -> list[str]:
     items = value.split("|") if isinstance(value, str) else value
     if not isinstance(items, list | tuple):
         raise ValueError("must be a list of strings or a '|'-separated string")
-    sizes: list[str] = []
+    if len(items) > MAX_SIZE_ENTRIES:  # before any work: a huge list costs nothing to refuse
+        raise ValueError(f"at most {MAX_SIZES} sizes, got {len(items)} entries")
+    sizes: dict[str, None] = {}  # ordered and de-duplicated in linear time
     for item in items:
         if not isinstance(item, str | int) or isinstance(item, bool):
             raise ValueError(f"entries must be strings, got {item!r}")
         size = _text(str(item), 32)
-        if size and size not in sizes:
-            sizes.append(size)
+        if size:
+            sizes[size] = None
     if len(sizes) > MAX_SIZES:
         raise ValueError(f"at most {MAX_SIZES} sizes, got {len(sizes)}")
-    return sizes
+    return list(sizes)
 
 
 def _in_stock(value: object) -> bool:
@@ -167,6 +185,8 @@ def _attributes_object(value: object) -> Mapping[Any, Any]:
             value = json.loads(value)
         except ValueError:
             raise ValueError("not valid JSON (expected a JSON object)") from None
+        except RecursionError:
+            raise ValueError("JSON nested too deeply (expected a flat JSON object)") from None
     if not isinstance(value, Mapping):
         raise ValueError("must be a JSON object")
     return value
@@ -183,7 +203,7 @@ def _attributes(value: object) -> dict[str, AttributeValue]:
             raise ValueError(f"{key}: must be a finite number")
         if isinstance(item, str):
             try:
-                item = _text(item, MAX_ATTRIBUTE_CHARS, multiline=True)
+                item = _text(item, MAX_ATTRIBUTE_CHARS, multiline=True, max_bytes=ATTRIBUTE_TEXT_BYTES)
             except ValueError as exc:
                 raise ValueError(f"{key}: {exc}") from None
         if not isinstance(item, str | int | float):  # bool is an int
@@ -191,6 +211,9 @@ def _attributes(value: object) -> dict[str, AttributeValue]:
         attributes[key] = item
     if len(attributes) > MAX_ATTRIBUTES:
         raise ValueError(f"at most {MAX_ATTRIBUTES} attributes, got {len(attributes)}")
+    size = utf8_length(json.dumps(attributes, ensure_ascii=False))
+    if size > ATTRIBUTES_JSON_BYTES:
+        raise ValueError(f"at most {ATTRIBUTES_JSON_BYTES:,} bytes as JSON, got {size:,}")
     return attributes
 
 
@@ -207,7 +230,7 @@ class CatalogRow(BaseModel):
     image_path: Annotated[str, BeforeValidator(lambda v: _text(v, 1024))] | None = None
     title: Annotated[str, BeforeValidator(lambda v: _text(v, 512, multiline=True))] = ""
     category: Annotated[str, BeforeValidator(_category)] = ""
-    brand: Annotated[str, BeforeValidator(lambda v: _text(v, 128))] = ""
+    brand: Annotated[str, BeforeValidator(lambda v: _text(v, 128, max_bytes=BRAND_BYTES))] = ""
     price: Annotated[Decimal, BeforeValidator(_price)] | None = None
     currency: Annotated[str, BeforeValidator(_currency)] | None = None
     color: Annotated[str, BeforeValidator(lambda v: _text(v, 64))] | None = None
@@ -364,16 +387,22 @@ def _jsonl_records(fh: BinaryIO) -> Iterator[tuple[int, object]]:
             yield lineno, FeedError(lineno, None, problem)
         elif text.strip():
             try:
-                yield lineno, json.loads(text)
+                record = json.loads(text)
             except ValueError as exc:
                 yield lineno, FeedError(lineno, None, f"line is not valid JSON: {exc}")
+            except RecursionError:
+                yield lineno, FeedError(lineno, None, "line is JSON nested too deeply")
+            else:
+                yield lineno, record
 
 
 def _check_header(header: list[str]) -> str | None:
+    if len(header) > MAX_COLUMNS:
+        return f"header: {len(header):,} columns, at most {MAX_COLUMNS} are read"
     names = [name.lower() if name.lower() in _FIELDS else name for name in header]
     if any(not name for name in names):
         return "header: a column has no name"
-    repeated = [name for name in names if names.count(name) > 1]
+    repeated = [name for name, count in Counter(names).items() if count > 1]
     if repeated:
         return f"header: column {repeated[0]!r} appears twice"
     if "sku" not in names:
@@ -434,6 +463,8 @@ def _json_records(path: Path) -> Iterator[tuple[int, object]]:
         data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise FeedFormatError(f"{path}: not a valid UTF-8 JSON document: {exc}") from exc
+    except RecursionError:
+        raise FeedFormatError(f"{path}: JSON nested too deeply") from None
     if isinstance(data, Mapping):
         data = [data]
     if not isinstance(data, list):

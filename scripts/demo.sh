@@ -15,9 +15,10 @@ if [[ -z ${CLOTHES_SEARCH_CONFIG:-} && -f data/models/trained.toml ]]; then
 fi
 export CLOTHES_SEARCH_DATABASE__URL=${CLOTHES_SEARCH_DATABASE__URL:-sqlite:///$DEMO_DIR/catalog.db}
 export CLOTHES_SEARCH_MILVUS__URI=${CLOTHES_SEARCH_MILVUS__URI:-$DEMO_DIR/milvus.db}
-# the demo's image server runs on this machine: let /similar?image_url= fetch from it (the SSRF
-# guard refuses loopback addresses otherwise)
-export CLOTHES_SEARCH_FETCH__ALLOWED_NETWORKS='["127.0.0.1/32"]'
+# the demo's image server runs on this machine, on port $IMAGES_PORT: let /similar?image_url= fetch
+# from it (the query fetch policy refuses loopback addresses and ports other than 80 / 443 otherwise)
+export CLOTHES_SEARCH_QUERY_FETCH__ALLOWED_NETWORKS='["127.0.0.1/32"]'
+export CLOTHES_SEARCH_QUERY_FETCH__ALLOWED_PORTS="[$IMAGES_PORT]"
 
 scripts/system-deps.sh
 scripts/setup.sh

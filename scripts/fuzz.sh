@@ -7,6 +7,7 @@
 #   1. every operation of the served /openapi.json;
 #   2. GET /similar once more from /_fuzz/openapi.json, where image_url is one of the indexed images,
 #      so that real searches run with fuzzed filters, k, garment boxes, re-ranking...
+# Requests carry an admin API key (every operation is reached past its role check).
 # The server counts every answer; its log (with the traceback of each 500) and the counts are printed.
 #
 # Environment: FUZZ_MAX_EXAMPLES (per operation, default 30), FUZZ_TIME_LIMIT_S (per run, default
@@ -43,7 +44,7 @@ while IFS= read -r name; do unset "$name"; done < <(compgen -e | grep '^CLOTHES_
 
 echo "==> starting the embedded API (indexing 3 images; log: $work/server.log)"
 "$python" scripts/fuzz_server.py --root "$work" --ready-file "$work/port" --summary "$work/summary.json" \
-    >"$work/server.log" 2>&1 &
+    --key-file "$work/key" >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 600); do
     [[ -s $work/port ]] && break
@@ -66,7 +67,8 @@ EOF
 run_schemathesis() {  # in $work: schemathesis keeps a .schemathesis/ cache in its working directory
     (cd "$work" && timeout --signal=INT --kill-after=30 "$time_limit" "$schemathesis" \
         --config-file "$work/schemathesis.toml" run "$@" --checks "$checks" --max-examples "$max_examples" \
-        --seed "$seed" --workers 1 --request-timeout 30 --generation-database none --no-color)
+        --seed "$seed" --workers 1 --request-timeout 30 --generation-database none --no-color \
+        --header "Authorization: Bearer $(cat "$work/key")")
 }
 
 status=0

@@ -32,6 +32,7 @@ from werkzeug.serving import make_server
 
 from clothes_search.settings import Settings
 from db import migrate
+from db.api_keys import new_key_text
 from search.api_services import ApiServices
 from search.app import create_app
 from search.openapi import openapi_document
@@ -136,7 +137,10 @@ def fuzz_schema(settings: Settings, image_urls: list[str]) -> dict[str, Any]:
 
 def ingest(app: Any, rows: list[dict[str, Any]]) -> None:
     """Submit ``rows`` through the app and wait for their job to finish (every row indexed)."""
+    key = ApiServices.of(app).settings.api.bootstrap_admin_key
+    assert key is not None
     client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key.get_secret_value()}"
     reply = client.post("/items", json=rows)
     if reply.status_code != 202:
         raise RuntimeError(f"POST /items answered {reply.status_code}: {reply.get_data(as_text=True)}")
@@ -162,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True, help="empty directory for the database files")
     parser.add_argument("--ready-file", type=Path, required=True, help="gets the port once serving")
     parser.add_argument("--summary", type=Path, required=True, help="JSON counts written on exit")
+    parser.add_argument("--key-file", type=Path, required=True, help="gets the admin API key")
     parser.add_argument("--models-dir", type=Path, help="default: the settings' (the per-user folder)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -171,13 +176,30 @@ def main(argv: list[str] | None = None) -> int:
     image_server = serve_images(images)
     base = f"http://127.0.0.1:{image_server.server_address[1]}"
     models = {"models_dir": args.models_dir.absolute()} if args.models_dir else {}
+    local = {
+        "allowed_networks": ["127.0.0.1/32"],
+        "allowed_ports": [],
+        "total_timeout_s": 10,
+        "read_timeout_s": 5,
+    }
+    key = new_key_text()
     settings = Settings.load(
         **models,
         database={"url": f"sqlite:///{args.root.absolute() / 'catalog.db'}"},
         milvus={"uri": str(args.root.absolute() / "m.db"), "index_type": "FLAT"},
-        fetch={"allowed_networks": ["127.0.0.1/32"], "total_timeout_s": 10, "read_timeout_s": 5},
+        fetch=local,
+        row_fetch=local,
+        query_fetch=local,
+        # an admin key for the fuzzer (every operation is reached past its role check), and limits
+        # high enough for its burst of requests
+        api={
+            "bootstrap_admin_key": key,
+            "rate_limit": "1000000/minute",
+            "search_rate_limit": "1000000/minute",
+        },
         **LIGHT_MODELS,
     )
+    args.key_file.write_text(key)
     migrate.upgrade(settings.database)
     app = create_app(settings)
     rows = [{"sku": f"fuzz-{n}", "image_url": base + path, "brand": "acme"} for n, path in enumerate(images)]

@@ -21,6 +21,8 @@ from flask import Flask
 
 from clothes_search.services import Services
 from clothes_search.settings import Settings
+from db.api_keys import ROLES_OF_BOOTSTRAP_KEY, ensure_key
+from search.request_limits import RequestLimits
 from workers.dispatch import Dispatcher, make_dispatcher
 
 EXTENSION = "clothes_search"
@@ -37,6 +39,8 @@ class ApiServices:
         self._lock = threading.Lock()
         self._services: Services | None = None
         self._dispatcher: Dispatcher | None = None
+        self._limits: RequestLimits | None = None
+        self._bootstrapped = settings.api.bootstrap_admin_key is None
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION] = self
@@ -51,11 +55,33 @@ class ApiServices:
 
     @property
     def services(self) -> Services:
-        """This process's database, vector store and pipeline (each created on first use)."""
+        """This process's database, vector store and pipeline (each created on first use).
+
+        The API's vector store never loads a collection inside a request (``milvus.load_on_read``
+        off): a released one answers 503 while start-up (``serve``'s warm-up) loads it.
+        """
         with self._lock:
             if self._services is None:
-                self._services = Services(self.settings)
+                milvus = self.settings.milvus.model_copy(update={"load_on_read": False})
+                self._services = Services(self.settings.model_copy(update={"milvus": milvus}))
             return self._services
+
+    @property
+    def limits(self) -> RequestLimits:
+        with self._lock:
+            if self._limits is None:
+                self._limits = RequestLimits(self.settings.api, self.settings.queue.broker_url)
+            return self._limits
+
+    def ensure_bootstrap_key(self) -> None:
+        """Store ``api.bootstrap_admin_key`` (from the environment) if it is not yet: once per process."""
+        if self._bootstrapped:
+            return
+        key = self.settings.api.bootstrap_admin_key
+        assert key is not None
+        with self.services.database.session() as session:
+            ensure_key(session, key.get_secret_value(), "bootstrap", ROLES_OF_BOOTSTRAP_KEY)
+        self._bootstrapped = True
 
     def dispatch(self, skus: Sequence[str], job_id: int) -> None:
         """Get the queued ``skus`` of job ``job_id`` processed; returns without waiting for them.

@@ -9,16 +9,19 @@ that ``CLOTHES_SEARCH_CONFIG`` names). No application object is created at impor
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify
+from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from clothes_search.settings import Settings
 from search.api_limits import MAX_CONTENT_LENGTH
 from search.api_services import ApiServices
+from search.auth import current_principal
 from search.errors import register_error_handlers
 from search.items_api import items
 from search.metrics import init_metrics
 from search.ops_api import ops
+from search.request_limits import DEFAULT, SEARCH
 from search.similar_api import similar
 
 health = Blueprint("health", __name__)
@@ -30,13 +33,32 @@ def healthz() -> ResponseReturnValue:
     return jsonify(status="ok")
 
 
+#: probes answer without counting against anyone's rate
+UNLIMITED_ENDPOINTS = frozenset({"health.healthz", "ops.readyz"})
+
+
+def _count_request() -> None:
+    """Rate-limit every request but the probes: per API key, else per client address."""
+    if request.endpoint in UNLIMITED_ENDPOINTS or request.endpoint is None:
+        return
+    principal = current_principal()  # a wrong key answers 401 here, before any work
+    identity = f"key:{principal.key_id}" if principal else f"address:{request.remote_addr}"
+    group = SEARCH if request.endpoint.startswith("similar.") else DEFAULT
+    ApiServices.of(current_app).limits.check_rate(group, identity)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API application; ``settings`` default to :meth:`Settings.load` (environment, config)."""
+    settings = settings if settings is not None else Settings.load()
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
-    ApiServices(settings if settings is not None else Settings.load()).init_app(app)
+    if settings.api.proxy_hops:  # behind N proxies: the client address is theirs to tell
+        hops = settings.api.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
+    ApiServices(settings).init_app(app)
     register_error_handlers(app)
+    app.before_request(_count_request)
     init_metrics(app)
     app.register_blueprint(health)
     app.register_blueprint(items)

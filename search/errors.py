@@ -68,6 +68,7 @@ class ApiError(ClothesSearchError):
         *,
         parameter: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -75,6 +76,7 @@ class ApiError(ClothesSearchError):
         self.message = message
         self.parameter = parameter
         self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
 
 
 def error_response(
@@ -98,25 +100,38 @@ def _snake(name: str) -> str:
 
 
 def _api_error(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.code, exc.message, parameter=exc.parameter, extra=exc.extra)
+    response = error_response(exc.status, exc.code, exc.message, parameter=exc.parameter, extra=exc.extra)
+    response.headers.update(exc.headers)
+    return response
 
 
-_IMAGE_STATUS: tuple[tuple[type[ClothesSearchError], int, str | None], ...] = (
-    (UnsafeURLError, 400, "image_url"),
-    (ImageNotFoundError, 400, "image_url"),
-    (ImageTooLargeError, 413, None),
-    (ImageDecodeError, 415, None),
-    (ImageFetchTimeoutError, 504, "image_url"),
-    (ImageFetchError, 502, "image_url"),
+#: image errors of a query: status, the parameter named, and the message the client gets. The error's
+#: own message (addresses, remote answers, first bytes, setting names) goes to the log only: an
+#: answer must not turn the server into a probe of other hosts (a DNS oracle, a port scanner).
+_IMAGE_STATUS: tuple[tuple[type[ClothesSearchError], int, str | None, str], ...] = (
+    (
+        UnsafeURLError,
+        400,
+        "image_url",
+        "the image URL is not allowed: give a public http(s) address (ports 80 and 443)",
+    ),
+    (ImageNotFoundError, 400, "image_url", "the image was not found"),
+    (ImageTooLargeError, 413, None, "the image is too large (bytes or pixels)"),
+    (ImageDecodeError, 415, None, "not a supported image (JPEG, PNG, GIF, WebP, BMP, TIFF) or a damaged one"),
+    (ImageFetchTimeoutError, 504, "image_url", "the image's server did not answer in time"),
+    (ImageFetchError, 502, "image_url", "the image could not be fetched"),
 )
 
 
 def _project_error(exc: ClothesSearchError) -> Response:
     if isinstance(exc, InvalidFilterError):
         return error_response(400, exc.kind, str(exc), parameter=exc.parameter)
-    for cls, status, parameter in _IMAGE_STATUS:
+    for cls, status, parameter, message in _IMAGE_STATUS:
         if isinstance(exc, cls):
-            return error_response(status, exc.kind, str(exc), parameter=parameter)
+            log.info("answering %d for an image: %s: %s", status, exc.kind, exc)
+            if isinstance(exc, ImageFetchError) and not isinstance(exc, UnsafeURLError) and exc.status:
+                message = f"{message} (HTTP {exc.status})"
+            return error_response(status, exc.kind, message, parameter=parameter)
     if isinstance(exc, NoGarmentFoundError):
         return error_response(422, exc.kind, str(exc))
     if isinstance(exc, IndexNotReadyError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from db.models import Item
 
@@ -16,9 +17,14 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat()
 
 
-def item_view(item: Item) -> dict[str, Any]:
-    """An item's public fields (``price`` as an exact decimal string)."""
-    return {
+def item_view(item: Item, *, internal: bool = False) -> dict[str, Any]:
+    """An item as the API shows it (``price`` as an exact decimal string).
+
+    The public view (``/similar`` for anyone) has the catalogue fields and the image URL only when it
+    is a public http(s) one, never a path of this server. ``internal`` (callers with the catalog or
+    admin role) adds where the image came from and the ingestion state.
+    """
+    view: dict[str, Any] = {
         "sku": item.sku,
         "title": item.title,
         "category": item.category,
@@ -29,11 +35,19 @@ def item_view(item: Item) -> dict[str, Any]:
         "sizes": list(item.sizes or []),
         "in_stock": bool(item.in_stock),
         "attributes": dict(item.attributes or {}),
-        "image_url": item.image_url,
-        "status": item.status.value,
-        "last_error": item.last_error,
-        "attempts": item.attempts,
-        "last_job_id": item.last_job_id,
-        "indexed_at": _iso(item.indexed_at),
-        "updated_at": _iso(item.updated_at),
+        "image_url": item.image_url if internal or _is_web_url(item.image_url) else None,
     }
+    if internal:
+        view.update(
+            status=item.status.value,
+            last_error=item.last_error,
+            attempts=item.attempts,
+            last_job_id=item.last_job_id,
+            indexed_at=_iso(item.indexed_at),
+            updated_at=_iso(item.updated_at),
+        )
+    return view
+
+
+def _is_web_url(source: str | None) -> bool:
+    return bool(source) and urlsplit(source).scheme.lower() in ("http", "https")  # type: ignore[arg-type]

@@ -5,8 +5,10 @@ Contract (every body is JSON; errors have the shape of :mod:`search.errors`):
 ``POST /items`` — body: one catalog row object or an array of at most :data:`MAX_ROWS` of them,
 with the fields of a feed row (see :mod:`ingestion.feed`); ``Content-Type: application/json``.
 Only ``http(s)`` ``image_url`` values are accepted from the network: a row with ``image_path``
-or a ``file://`` URL is rejected like any invalid row. Bad rows are reported and the others
-go on. The job's ``created_by`` is the ``X-Client-Id`` header, else the client's address.
+or a ``file://`` URL is rejected like any invalid row, and workers fetch the images under
+``row_fetch`` (ports 80 / 443, public addresses). Bad rows are reported and the others go on. The
+job's ``created_by`` is the API key's name. Roles (:mod:`search.auth`): ``catalog`` for ``POST
+/items``, ``GET /items/<sku>`` and ``GET /jobs/<id>``; ``admin`` for ``DELETE /items/<sku>``.
 
 - 202 ``{"job_id": int | null, "queued": n, "metadata_updated": n, "unchanged": n, "errors": [...]}``
   with ``Location: /jobs/<job_id>`` when items were queued (``job_id`` null: nothing to embed);
@@ -37,18 +39,18 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
+from db.api_keys import Role
 from db.indexing import delete_item
 from db.models import Item
 from ingestion.feed import CatalogRow, parse_records
 from search.api_limits import MAX_ROWS
 from search.api_services import ApiServices
+from search.auth import check_role, requires
 from search.errors import ApiError
 from search.item_view import item_view
 from workers.submit import job_progress, submit_rows
 
 MAX_DB_ID = 2**31 - 1  # ids are 32-bit INTEGER columns: larger ones cannot exist
-_CLIENT_ID_HEADER = "X-Client-Id"
-_CLIENT_ID_MAX = 128
 
 items = Blueprint("items", __name__)
 
@@ -153,6 +155,7 @@ def submit_items(api: ApiServices, submission: ItemsSubmission) -> SubmissionOut
         submission.rows,
         source="api",
         created_by=submission.created_by,
+        trusted=False,
     )
     if result.job_id is not None:
         api.dispatch(result.queued, result.job_id)
@@ -171,7 +174,7 @@ def find_item(api: ApiServices, sku: str) -> dict[str, Any]:
         item = session.scalar(select(Item).where(Item.sku == sku))
         if item is None:
             raise ApiError(404, "not_found", f"no item with sku {sku!r}")
-        return item_view(item)
+        return item_view(item, internal=True)
 
 
 def remove_item(api: ApiServices, sku: str) -> None:
@@ -207,33 +210,19 @@ def _services() -> ApiServices:
     return ApiServices.of(current_app)
 
 
-def _client_id() -> str:
-    given = request.headers.get(_CLIENT_ID_HEADER)
-    if given is None or not given.strip():
-        return request.remote_addr or ""
-    given = given.strip()
-    if len(given) > _CLIENT_ID_MAX or not given.isprintable():
-        raise ApiError(
-            400,
-            "invalid_header",
-            f"{_CLIENT_ID_HEADER} must be printable and at most {_CLIENT_ID_MAX} characters",
-            parameter=_CLIENT_ID_HEADER,
-        )
-    return given
-
-
 def _row_errors(errors: Sequence[RowError]) -> list[dict[str, Any]]:
     return [asdict(error) for error in errors]
 
 
 @items.post("/items")
 def post_items() -> ResponseReturnValue:
-    """Submit catalog rows; 202 with the job that ingests the ones needing the models."""
+    """Submit catalog rows (catalog role); 202 with the job that ingests the ones needing the models."""
+    principal = check_role(Role.CATALOG)
     if not request.is_json:
         raise ApiError(
             415, "unsupported_media_type", "send the rows as JSON (Content-Type: application/json)"
         )
-    submission = parse_submission(request.get_data(cache=False), _client_id())
+    submission = parse_submission(request.get_data(cache=False), principal.name or principal.key_id)
     outcome = submit_items(_services(), submission)
     body = {
         "job_id": outcome.job_id,
@@ -249,18 +238,21 @@ def post_items() -> ResponseReturnValue:
 
 
 @items.get("/jobs/<int:job_id>")
+@requires(Role.CATALOG)
 def get_job(job_id: int) -> ResponseReturnValue:
     """An ingestion job's progress and failures."""
     return jsonify(job_view(_services(), job_id))
 
 
 @items.get("/items/<path:sku>")
+@requires(Role.CATALOG)
 def get_item(sku: str) -> ResponseReturnValue:
     """One item's metadata and ingestion status."""
     return jsonify(find_item(_services(), sku))
 
 
 @items.delete("/items/<path:sku>")
+@requires(Role.ADMIN)
 def delete_item_view(sku: str) -> ResponseReturnValue:
     """Remove an item and its vectors."""
     remove_item(_services(), sku)

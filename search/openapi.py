@@ -129,7 +129,20 @@ _SCHEMAS: dict[str, Any] = {
         finished={"type": "boolean"},
         failures={"type": "array", "items": _all_required(sku=_STRING, reason=_STRING)},
     ),
-    "Item": _all_required(
+    "Item": _object(
+        [
+            "sku",
+            "title",
+            "category",
+            "brand",
+            "price",
+            "currency",
+            "color",
+            "sizes",
+            "in_stock",
+            "attributes",
+            "image_url",
+        ],
         sku=_STRING,
         title=_STRING,
         category=_STRING,
@@ -140,7 +153,10 @@ _SCHEMAS: dict[str, Any] = {
         sizes=_STRINGS,
         in_stock={"type": "boolean"},
         attributes={"type": "object", "additionalProperties": _ATTRIBUTE_VALUE},
-        image_url=_NULLABLE_STRING,
+        image_url={
+            **_NULLABLE_STRING,
+            "description": "Public views: only a public http(s) URL. With the catalog role: the source.",
+        },
         status={"type": "string", "enum": ["pending", "processing", "indexed", "failed"]},
         last_error=_NULLABLE_STRING,
         attempts=_INTEGER,
@@ -191,6 +207,8 @@ _SCHEMAS: dict[str, Any] = {
 
 _ERROR_RESPONSES = {
     400: "Invalid request: `parameter` names the input.",
+    401: "No valid API key (missing, unknown, revoked or malformed): `Authorization: Bearer <key>`.",
+    403: "The API key lacks the role this needs.",
     404: "Not found.",
     413: "Too large: the request body, the number of rows or the image.",
     415: "Unsupported media type: not JSON (items) or not a decodable image (similar).",
@@ -199,6 +217,7 @@ _ERROR_RESPONSES = {
     502: "The image could not be fetched from `image_url`.",
     503: "A backend (database, vector store, queue) is unavailable, or there is no live index "
     "built with this server's models: retry later.",
+    429: "Too many requests from this key (or address): wait `Retry-After` seconds.",
     504: "Fetching `image_url` timed out.",
 }
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
@@ -210,7 +229,26 @@ def _responses() -> dict[str, Any]:
         for status, description in _ERROR_RESPONSES.items()
     }
     responses["E503"]["headers"] = _RETRY_AFTER
+    responses["E429"]["headers"] = _RETRY_AFTER
     return responses
+
+
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "An API key: `cs_<id>_<secret>`."},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def _keyed(operation: dict[str, Any], role: str, *, optional: bool = False) -> dict[str, Any]:
+    """``operation`` needing an API key with ``role`` (or none at all when ``optional``)."""
+    security: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+    note = f" Needs an API key with the `{role}` role (`admin` holds every role)."
+    if optional:
+        security = [{}, *security]
+        note = f" Public, or with the `{role}` role when the server makes it private."
+    responses = {**operation["responses"], **_errors(401, 429), **({} if optional else _errors(403))}
+    description = operation.get("description", operation["summary"]) + note
+    return {**operation, "description": description, "security": security, "responses": responses}
 
 
 def _similar_parameters(search: SearchSettings) -> list[dict[str, Any]]:
@@ -259,12 +297,6 @@ _SIMILAR_OK = _json(
     "Per garment of the query image, its best catalog matches.",
     headers={"Server-Timing": {"description": "The stage timings.", "schema": {"type": "string"}}},
 )
-_CLIENT_ID = {
-    "name": "X-Client-Id",
-    "in": "header",
-    "schema": _string(128),
-    "description": "Recorded as the job's creator (default: the client address).",
-}
 _ROWS = {"type": "array", "items": _ref("schemas", "CatalogRow"), "minItems": 1, "maxItems": MAX_ROWS}
 _SKU = {
     "name": "sku",
@@ -286,7 +318,7 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
     }
     binary = {"type": "string", "format": "binary"}
     text = {"schema": _STRING}
-    return {
+    paths = {
         "/similar": {
             "get": {
                 "operationId": "similarByUrl",
@@ -318,7 +350,6 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
                 "summary": "Submit catalog rows for ingestion.",
                 "description": f"One row or an array of at most {MAX_ROWS}. Bad rows are reported in "
                 "`errors`, the others go on.",
-                "parameters": [_CLIENT_ID],
                 "requestBody": {
                     "required": True,
                     "content": {JSON: {"schema": {"oneOf": [_ref("schemas", "CatalogRow"), _ROWS]}}},
@@ -387,6 +418,14 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
             "openapi", "This document.", {"200": _json({"type": "object"}, "The OpenAPI document.")}
         ),
     }
+    for method in ("get", "post"):
+        paths["/similar"][method] = _keyed(paths["/similar"][method], "search", optional=True)
+    paths["/items"]["post"] = _keyed(paths["/items"]["post"], "catalog")
+    paths["/jobs/{job_id}"]["get"] = _keyed(paths["/jobs/{job_id}"]["get"], "catalog")
+    paths["/items/{sku}"]["get"] = _keyed(paths["/items/{sku}"]["get"], "catalog")
+    paths["/items/{sku}"]["delete"] = _keyed(paths["/items/{sku}"]["delete"], "admin")
+    paths["/metrics"]["get"] = _keyed(paths["/metrics"]["get"], "admin", optional=True)
+    return paths
 
 
 def openapi_document(search: SearchSettings) -> dict[str, Any]:
@@ -395,5 +434,9 @@ def openapi_document(search: SearchSettings) -> dict[str, Any]:
         "openapi": OPENAPI_VERSION,
         "info": {"title": "clothes-search", "version": "0.1.0", "description": _DESCRIPTION},
         "paths": _paths(search),
-        "components": {"schemas": copy.deepcopy(_SCHEMAS), "responses": _responses()},
+        "components": {
+            "schemas": copy.deepcopy(_SCHEMAS),
+            "responses": _responses(),
+            "securitySchemes": copy.deepcopy(_SECURITY_SCHEMES),
+        },
     }

@@ -31,8 +31,11 @@ from sqlalchemy import text
 
 from clothes_search.errors import ClothesSearchError
 from clothes_search.services import Services
+from clothes_search.settings import ApiSettings
+from db.api_keys import Role
 from db.index_versions import live_version
 from search.api_services import ApiServices
+from search.auth import requires
 from search.errors import RETRY_AFTER_S
 from search.metrics import ApiMetrics
 from search.openapi import openapi_document
@@ -126,7 +129,12 @@ def readyz() -> ResponseReturnValue:
     return response
 
 
+def _public_metrics(settings: ApiSettings) -> bool:
+    return settings.public_metrics
+
+
 @ops.get("/metrics")
+@requires(Role.ADMIN, public=_public_metrics)
 def metrics() -> ResponseReturnValue:
     """This app's metrics (every worker's with ``PROMETHEUS_MULTIPROC_DIR``), as Prometheus text."""
     body, content_type = ApiMetrics.of(current_app).exposition(request.headers.get("Accept"))

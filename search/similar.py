@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from PIL import Image
 
 from clothes_search.services import Services
 from db.filters import CatalogFilter
-from ingestion.detection import FusedDetection
+from ingestion.detection import Box, FusedDetection
 from search.query_stages import (
     GarmentChoice,
     Match,
@@ -75,13 +75,19 @@ def search_similar(
     image: Image.Image,
     query: SimilarQuery,
     timings: dict[str, float] | None = None,
+    scale: float = 1.0,
 ) -> SimilarResult:
-    """Run the whole search for one query image (see the module docstring)."""
+    """Run the whole search for one query image (see the module docstring).
+
+    ``scale``: the original's pixels per pixel of ``image`` (a reduced decode): a requested garment
+    box is given, and the garments' boxes are answered, in the original's pixels.
+    """
     settings = services.settings.search
     watch = _Stopwatch(timings if timings is not None else {})
     pipeline = services.pipeline
+    choice = query.garment.scaled(1 / scale) if isinstance(query.garment, Box) else query.garment
     with watch.stage("detect"):
-        garments = choose_garments(pipeline, image, query.garment)
+        garments = choose_garments(pipeline, image, choice)
     with watch.stage("embed"):
         vectors = embed_garments(pipeline, image, garments)
     with watch.stage("db"):
@@ -109,6 +115,9 @@ def search_similar(
         matches = load_matches(services.database, index.rows_version_id, rankings, query.k, query.collapse)
     return SimilarResult(
         signature=index.signature,
-        garments=[GarmentMatches(g, m) for g, m in zip(garments, matches, strict=True)],
+        garments=[
+            GarmentMatches(replace(g, box=g.box.scaled(scale)) if scale != 1.0 else g, m)
+            for g, m in zip(garments, matches, strict=True)
+        ],
         timings_ms=watch.timings,
     )

@@ -21,11 +21,13 @@ from werkzeug.datastructures import MultiDict
 
 from clothes_search.booleans import DESCRIPTION as BOOLEAN_WORDS
 from clothes_search.booleans import parse_boolean
-from clothes_search.settings import FetchSettings, SearchSettings
+from clothes_search.settings import ApiSettings, FetchSettings, SearchSettings
+from db.api_keys import Role
 from db.filters import CatalogFilter
 from ingestion.detection import Box
 from ingestion.images import LoadedImage, decode_image, load_image
 from search.api_services import ApiServices
+from search.auth import may, requires
 from search.errors import ApiError
 from search.item_view import item_view
 from search.metrics import observe_similar_stages
@@ -115,6 +117,7 @@ def parse_query(args: MultiDict[str, str], settings: SearchSettings) -> SimilarQ
 
 
 def _answer(result: SimilarResult, timings: dict[str, float]) -> ResponseReturnValue:
+    internal = may(Role.CATALOG)  # ingestion details for the catalog's people only
     garments: list[dict[str, Any]] = []
     for found in result.garments:
         garments.append(
@@ -132,7 +135,7 @@ def _answer(result: SimilarResult, timings: dict[str, float]) -> ResponseReturnV
                             "box": [round(v, 1) for v in match.crop_box],
                             "category": match.crop_category,
                         },
-                        "item": item_view(match.item),
+                        "item": item_view(match.item, internal=internal),
                     }
                     for rank, match in enumerate(found.matches, start=1)
                 ],
@@ -152,16 +155,24 @@ def _query() -> SimilarQuery:
 def _search(
     query: SimilarQuery, stage: str, load: Callable[[FetchSettings], LoadedImage]
 ) -> ResponseReturnValue:
-    """Obtain the image (timed as ``stage``), search, answer."""
+    """Obtain the image (timed as ``stage``) under the query fetch policy, search, answer; at most
+    ``api.max_concurrent_searches`` at once in this process (503 beyond)."""
     api = ApiServices.of(current_app)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    loaded = load(api.settings.fetch)
-    timings[stage] = (time.perf_counter() - start) * 1000
-    return _answer(search_similar(api.services, loaded.image, query, timings), timings)
+    with api.limits.search_slot():
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        loaded = load(api.settings.query_fetch)
+        timings[stage] = (time.perf_counter() - start) * 1000
+        result = search_similar(api.services, loaded.image, query, timings, scale=loaded.scale)
+    return _answer(result, timings)
+
+
+def _public_search(settings: ApiSettings) -> bool:
+    return settings.public_search
 
 
 @similar.get("/similar")
+@requires(Role.SEARCH, public=_public_search)
 def get_similar() -> ResponseReturnValue:
     query = _query()
     url = request.args.get("image_url")
@@ -171,6 +182,7 @@ def get_similar() -> ResponseReturnValue:
 
 
 @similar.post("/similar")
+@requires(Role.SEARCH, public=_public_search)
 def post_similar() -> ResponseReturnValue:
     query = _query()
     upload = request.files.get("image")

@@ -45,6 +45,11 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from clothes_search.settings import ENV_PREFIX
 
 CLI = Path(sys.executable).with_name("clothes-search")
+AUTH_HEADERS = {"authorization", "x-api-key"}
+#: an admin key the servers of the tests create at start-up (api.bootstrap_admin_key)
+TEST_ADMIN_KEY = "cs_testadmin2_" + "A" * 43
+#: fetch sections that let a server fetch from the tests' own HTTP servers (127.0.0.1, any port)
+LOCAL_FETCH = {"allowed_networks": ["127.0.0.1/32"], "allowed_ports": []}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,6 +57,12 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def local_fetch(**fetch: Any) -> dict[str, Any]:
+    """``fetch``, ``row_fetch`` and ``query_fetch`` open to 127.0.0.1 on any port, with ``fetch``'s limits."""
+    section = {**LOCAL_FETCH, **fetch}
+    return {"fetch": section, "row_fetch": section, "query_fetch": section}
 
 
 def clothes_search_env(**settings: Any) -> dict[str, str]:
@@ -102,10 +113,15 @@ class Reply:
 
 
 class HttpClient:
-    """Requests to an HTTP server at ``host``:``port`` (provided by the class that mixes this in)."""
+    """Requests to an HTTP server at ``host``:``port`` (provided by the class that mixes this in).
+
+    ``api_key`` (when set) goes with every request as ``Authorization: Bearer``, unless the call's
+    headers say otherwise.
+    """
 
     host: str
     port: int
+    api_key: str | None = None
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}{path}"
@@ -122,6 +138,8 @@ class HttpClient:
     ) -> Reply:
         """Send one request; ``json`` is encoded with ``Content-Type: application/json``."""
         sent_headers = dict(headers or {})
+        if self.api_key is not None and not any(h.lower() in AUTH_HEADERS for h in sent_headers):
+            sent_headers["Authorization"] = f"Bearer {self.api_key}"
         if json is not None:
             data = jsonlib.dumps(json).encode()
             sent_headers.setdefault("Content-Type", "application/json")
@@ -154,6 +172,8 @@ def served_api(app: Any) -> Iterator[LiveServer]:
     from search.api_services import ApiServices
 
     server = LiveServer(app).start()
+    key = ApiServices.of(app).settings.api.bootstrap_admin_key
+    server.api_key = key.get_secret_value() if key is not None else None
     try:
         yield server
     finally:
@@ -182,6 +202,7 @@ class ServeProcess(HttpClient):
         stop_timeout_s: float = 60.0,
     ) -> None:
         self.env, self.cwd, self.log_path, self.workers = env, cwd, log_path, workers
+        self.api_key = env.get(f"{ENV_PREFIX}API__BOOTSTRAP_ADMIN_KEY")
         self.ready_timeout_s, self.stop_timeout_s = ready_timeout_s, stop_timeout_s
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None

@@ -59,7 +59,9 @@ def test_embedded_ingestion_end_to_end(env, tmp_path, astronaut_path):
             {"sku": f"S{i}", "image_url": url, "price": 10, "currency": "EUR", "brand": "acme"}
             for i, url in enumerate(urls)
         ]
-        rows.append({"sku": "LOCAL", "image_path": str(astronaut_path), "category": "top"})
+        # a trusted feed's local image: relative to the feed's folder (the only folder it may read)
+        (tmp_path / "astronaut.jpg").write_bytes(astronaut_path.read_bytes())
+        rows.append({"sku": "LOCAL", "image_path": "astronaut.jpg", "category": "top"})
         rows.append({"sku": "GONE", "image_url": images.url("/missing.jpg")})
         feed = tmp_path / "feed.jsonl"
         feed.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"sku": "NOIMG"}\n')

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -232,10 +233,20 @@ def test_feed_with_broken_images_ends_indexed_or_failed_with_reasons(environment
 
 
 def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(environment, workers, images, tmp_path):
+    gate = threading.Event()  # images after the first two batches are served only once it opens
+
+    def gated(body: bytes):
+        def serve(handler) -> None:
+            gate.wait(120)
+            handler._write(Response(body, content_type="image/jpeg"))
+
+        return serve
+
     skus = [f"K-{i:02d}" for i in range(40)]
     rows = [
-        {"sku": sku, "image_url": images.add(f"/{sku}.jpg", Response(jpeg((i * 6, 50, 200)), delay_s=0.05)),
-         "category": "top"}
+        {"sku": sku, "category": "top",
+         "image_url": images.add(f"/{sku}.jpg", Response(jpeg((i * 6, 50, 200))) if i < 16
+                                 else gated(jpeg((i * 6, 50, 200))))}
         for i, sku in enumerate(skus)
     ]  # fmt: skip
     feed = write_feed(tmp_path / "feed.jsonl", rows)
@@ -254,6 +265,7 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(environment, wor
     else:
         pytest.fail(f"the worker never got part-way: {counts}")
     first.kill()
+    gate.set()
     stuck = [sku for sku, (status, _) in statuses(database).items() if status != ItemStatus.INDEXED]
     assert stuck, "killed after everything was done: the test proves nothing"
 
@@ -281,7 +293,8 @@ def test_the_worker_schedule_requeues_items_whose_worker_vanished(environment, w
         {"sku": f"S-{i}", "image_url": images.add(f"/s{i}.jpg", Response(jpeg((i * 40, 9, 99))))}
         for i in range(3)
     ]
-    submitted = submit_rows(database, None, [row for _, row in parse_records(rows).rows], source="test")
+    parsed = [row for _, row in parse_records(rows).rows]
+    submitted = submit_rows(database, None, parsed, source="test", trusted=True)  # a feed: any port
     with database.session() as session:  # claimed long ago by a worker that is gone
         for item in session.scalars(select(Item)):
             item.status, item.claim_token = ItemStatus.PROCESSING, "dead-worker"
@@ -290,4 +303,27 @@ def test_the_worker_schedule_requeues_items_whose_worker_vanished(environment, w
     job = wait_for_job(database, submitted.job_id)
     assert (job.done, job.failed) == (3, 0)
     assert all(status == ItemStatus.INDEXED for status, _ in statuses(database).values())
+    database.dispose()
+
+
+def test_one_row_the_vector_store_refuses_fails_alone_with_celery_workers(
+    environment, workers, images, tmp_path
+):
+    """The Celery mode of the in-process test in test_ingest_robustness.py: 31 indexed, 1 failed with
+    its reason, nothing left processing."""
+    environment = {**environment, "CLOTHES_SEARCH_MILVUS__ATTRIBUTE_FIELDS": '{"size": "int"}'}
+    rows = [
+        {"sku": f"V-{i:02d}", "image_url": images.add(f"/v{i}.jpg", Response(jpeg((i * 7, 30, 90)))),
+         "attributes": {"size": "XL" if i == 5 else 36 + i % 6}}
+        for i in range(32)
+    ]  # fmt: skip
+    environment["CLOTHES_SEARCH_QUEUE__INGEST_BATCH_SIZE"] = "32"  # one batch: the bad row among 31 good
+    workers(environment)
+    result = run_cli(environment, "ingest", str(write_feed(tmp_path / "feed.jsonl", rows)), "--wait")
+    assert result.returncode == 0, result.stderr
+    database = Database(DatabaseSettings(url=environment["CLOTHES_SEARCH_DATABASE__URL"]))
+    final = statuses(database)
+    assert sum(status == ItemStatus.INDEXED for status, _ in final.values()) == 31
+    assert final["V-05"][0] == ItemStatus.FAILED and "attributes.size: declared int" in final["V-05"][1]
+    assert not [sku for sku, (status, _) in final.items() if status == ItemStatus.PROCESSING]
     database.dispose()

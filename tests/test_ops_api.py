@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import pytest
 from http_server import LocalHTTPServer, Response
-from live_server import LiveServer, ingest_rows, served_api
+from live_server import TEST_ADMIN_KEY, LiveServer, ingest_rows, local_fetch, served_api
 from prometheus_client.parser import text_string_to_metric_families
 from sample_images import product_shot
 
@@ -50,7 +50,8 @@ def embedded_settings(root: Path, models_dir: Path, **overrides: Any) -> Setting
         "models_dir": models_dir,
         "database": {"url": f"sqlite:///{root / 'catalog.db'}"},
         "milvus": {"uri": str(root / "m.db"), "index_type": "FLAT"},
-        "fetch": {"allowed_networks": ["127.0.0.1/32"]},
+        **local_fetch(),
+        "api": {"bootstrap_admin_key": TEST_ADMIN_KEY},
         **LIGHT_MODELS,
     }
     values.update(overrides)
@@ -83,8 +84,12 @@ def sample(server: LiveServer, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def bare_api(serve, make_settings, tmp_path) -> LiveServer:
-    """An app whose backends are never touched by the test (nothing connects before first use)."""
-    return serve(create_app(make_settings(database={"url": f"sqlite:///{tmp_path / 'unused.db'}"})))
+    """An app whose backends are never touched by the test (nothing connects before first use); its
+    metrics are public (an internal port), so that no key has to be looked up."""
+    settings = make_settings(
+        database={"url": f"sqlite:///{tmp_path / 'unused.db'}"}, api={"public_metrics": True}
+    )
+    return serve(create_app(settings))
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +166,11 @@ def test_metrics_count_requests_by_endpoint_status_and_error_code(bare_api):
 
 
 def test_each_app_has_its_own_registry(serve, make_settings, tmp_path):
-    first = serve(create_app(make_settings(database={"url": f"sqlite:///{tmp_path / 'a.db'}"})))
-    second = serve(create_app(make_settings(database={"url": f"sqlite:///{tmp_path / 'b.db'}"})))
+    def app(name: str) -> object:
+        database = {"url": f"sqlite:///{tmp_path / name}"}
+        return create_app(make_settings(database=database, api={"public_metrics": True}))
+
+    first, second = serve(app("a.db")), serve(app("b.db"))
     for _ in range(3):
         assert first.call("GET", "/healthz").status == 200
     labels = {"endpoint": "/healthz", "method": "GET", "status": "200"}
@@ -193,7 +201,9 @@ def test_metrics_aggregate_workers_in_multiprocess_mode(tmp_path):
         f"""
         from clothes_search.settings import Settings
         from search.app import create_app
-        settings = Settings.load(database={{"url": "sqlite:///{tmp_path / "unused.db"}"}})
+        settings = Settings.load(
+            database={{"url": "sqlite:///{tmp_path / "unused.db"}"}}, api={{"public_metrics": True}}
+        )
         first, second = create_app(settings).test_client(), create_app(settings).test_client()
         first.get("/healthz")
         second.get("/healthz")

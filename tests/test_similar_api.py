@@ -14,7 +14,15 @@ from urllib.parse import urlencode
 
 import pytest
 from http_server import LocalHTTPServer, Response
-from live_server import HttpClient, ServeProcess, clothes_search_env, ingest_rows, run_cli
+from live_server import (
+    TEST_ADMIN_KEY,
+    HttpClient,
+    ServeProcess,
+    clothes_search_env,
+    ingest_rows,
+    local_fetch,
+    run_cli,
+)
 from PIL import Image, ImageDraw
 
 from clothes_search.settings import Settings
@@ -114,12 +122,8 @@ def catalog_env(tmp_path_factory, models_dir, milvus_target) -> dict[str, str]:
         models_dir=models_dir,
         database={"url": f"sqlite:///{root / 'catalog.db'}"},
         milvus=milvus_target.settings,
-        fetch={
-            "allowed_networks": ["127.0.0.1/32"],
-            "max_bytes": 300_000,
-            "read_timeout_s": 1,
-            "total_timeout_s": 2,
-        },
+        **local_fetch(max_bytes=300_000, read_timeout_s=1, total_timeout_s=2),
+        api={"bootstrap_admin_key": TEST_ADMIN_KEY},
         **MODELS,
     )
 

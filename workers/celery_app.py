@@ -4,7 +4,8 @@ Tasks are acknowledged late and rejected back to the queue when their worker pro
 killed worker loses no batch. Celery finds the tasks with ``include=`` (:mod:`workers.tasks`);
 each worker process makes its own services after the fork (:mod:`workers.worker_services`).
 A beat schedule re-queues stale claims (items whose worker died) every ``queue.stale_claim_s / 2``
-seconds; ``clothes-search worker --beat`` runs it inside a worker.
+seconds and completes metadata changes the vector store missed every ``queue.sync_fields_every_s``;
+``clothes-search worker --beat`` runs it inside a worker.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from kombu import Queue
 
 from clothes_search.settings import Settings
 from workers import worker_services
-from workers.routing import ADMIN_QUEUE, INDEX_QUEUE, INGEST_QUEUE, REQUEUE_TASK, TASK_ROUTES
+from workers.routing import (
+    ADMIN_QUEUE,
+    INDEX_QUEUE,
+    INGEST_QUEUE,
+    REQUEUE_TASK,
+    SYNC_FIELDS_TASK,
+    TASK_ROUTES,
+)
 
 MIN_REQUEUE_INTERVAL_S = 1.0
 
@@ -55,8 +63,11 @@ def create_celery(settings: Settings) -> Celery:
             "requeue-stale-claims": {
                 "task": REQUEUE_TASK,
                 "schedule": max(MIN_REQUEUE_INTERVAL_S, queue.stale_claim_s / 2),
-            }
+            },
+            "sync-pending-fields": {"task": SYNC_FIELDS_TASK, "schedule": queue.sync_fields_every_s},
         },
+        # a child whose memory grew past this is replaced after its task (images are decoded in it)
+        worker_max_memory_per_child=queue.max_memory_per_child_mb * 1024,
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
     )
     worker_services.configure(settings)

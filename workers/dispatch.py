@@ -88,6 +88,7 @@ class InProcessDispatcher:
     def submit(self, skus: Sequence[str], job_id: int | None) -> None:
         queue = self.services.settings.queue
         pending = list(skus)
+        requeued: list[tuple[str, int | None]] = []  # images replaced meanwhile, under their new job
         while pending:
             due: list[tuple[float, str]] = []
             for start in range(0, len(pending), queue.ingest_batch_size):
@@ -95,6 +96,7 @@ class InProcessDispatcher:
                 batch = prepare_batch(self.services, chunk, token=uuid.uuid4().hex, job_id=job_id)
                 outcome = write_batch(self.services, batch)
                 due.extend((delay, sku) for sku, delay in outcome.retry_after.items())
+                requeued.extend(outcome.requeue.items())
                 if self.on_batch is not None:
                     self.on_batch(outcome)
             if due:
@@ -102,6 +104,8 @@ class InProcessDispatcher:
                 log.info("retrying %d items with transient failures in %.1fs", len(due), wait)
                 time.sleep(wait)
             pending = [sku for _, sku in due]
+        for other_job, again in group_by_job(requeued).items():
+            self.submit(again, other_job)
 
     def requeue_stale(self) -> list[str]:
         stale = requeue_stale(self.services.database, self.services.settings.queue.stale_claim_s)

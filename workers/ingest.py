@@ -12,12 +12,14 @@ large...; or transient errors past ``queue.max_attempts``), or ``retry`` (a tran
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -25,12 +27,13 @@ from sqlalchemy.sql.selectable import ScalarSelect
 
 from clothes_search.errors import ClothesSearchError
 from clothes_search.services import Services
-from clothes_search.settings import QueueSettings
+from clothes_search.settings import FetchSettings, QueueSettings, Settings
 from db.indexing import ItemCrops, NewCrop, index_items
 from db.models import Crop, IngestJob, Item, ItemStatus, utcnow
 from db.session import Database
+from db.vectors import VectorStoreError, VectorStoreUnavailableError
 from ingestion.errors import ImageFetchError
-from ingestion.images import LoadedImage, load_image
+from ingestion.images import LoadedImage, SourceBytes, decode_image, read_source
 from ingestion.pipeline import ImageAnalysis
 
 
@@ -41,6 +44,8 @@ class ClaimedItem:
     content_hash: str | None
     attempts: int
     has_crops: bool
+    trusted: bool = False  # from a trusted feed: may be a local file (inside ``root``)
+    root: str | None = None
 
 
 @dataclass
@@ -63,13 +68,19 @@ class BatchOutcome:
     unchanged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retry_after: dict[str, float] = field(default_factory=dict)  # sku -> seconds
+    requeue: dict[str, int | None] = field(default_factory=dict)  # sku -> job: queue again now
 
 
-def crops_of(analysis: ImageAnalysis) -> list[NewCrop]:
-    """An image's fused garments and their vectors, as crops to store."""
+def crops_of(analysis: ImageAnalysis, scale: float = 1.0) -> list[NewCrop]:
+    """An image's fused garments and their vectors, as crops to store; ``scale`` maps boxes found on a
+    reduced decode back to the original's pixels."""
     return [
         NewCrop(
-            box=tuple(g.box.as_list(3)), category=g.category, score=g.score, vector=v, detectors=g.detectors
+            box=tuple(round(v * scale, 3) for v in g.box.as_list(3)),
+            category=g.category,
+            score=g.score,
+            vector=v,
+            detectors=g.detectors,
         )
         for g, v in zip(analysis.garments, analysis.vectors, strict=True)
     ]
@@ -126,23 +137,40 @@ def claim_items(
             item.status = ItemStatus.PROCESSING
             item.claim_token = token
             item.claimed_at = now
-            item.attempts = (item.attempts or 0) + 1
+            item.claim_source = item.image_url
+            item.attempts = (item.attempts or 0) + 1  # every delivery counts, a worker dying too
             claimed.append(
                 ClaimedItem(
-                    item.sku, item.image_url or "", item.content_hash, item.attempts, item.id in with_crops
+                    item.sku,
+                    item.image_url or "",
+                    item.content_hash,
+                    item.attempts,
+                    item.id in with_crops,
+                    bool(item.image_trusted),
+                    item.image_root,
                 )
             )
     return claimed
 
 
-def _fetch_all(items: Sequence[ClaimedItem], services: Services) -> dict[str, LoadedImage | Exception]:
+def fetch_policy(item: ClaimedItem, settings: Settings) -> tuple[FetchSettings, list[Path]]:
+    """How an item's image may be read: a trusted feed's (local files inside its folder allowed) or the
+    API's (http(s) only, ports and networks of ``row_fetch``)."""
+    if item.trusted:
+        return settings.fetch, [Path(item.root)] if item.root else []
+    return settings.row_fetch, []
+
+
+def _fetch_all(items: Sequence[ClaimedItem], services: Services) -> dict[str, SourceBytes | Exception]:
+    """Every item's encoded image bytes, fetched concurrently (decoding happens one at a time)."""
     settings = services.settings
 
-    def fetch(item: ClaimedItem) -> LoadedImage | Exception:
+    def fetch(item: ClaimedItem) -> SourceBytes | Exception:
         if not item.source:
             return ClothesSearchError("item has no image_url or image_path")
+        policy, roots = fetch_policy(item, settings)
         try:
-            return load_image(item.source, settings.fetch, allow_local_files=True)
+            return read_source(item.source, policy, local_roots=roots)
         except ClothesSearchError as exc:
             return exc
 
@@ -158,24 +186,37 @@ def _describe(exc: Exception) -> str:
 
 
 def prepare_batch(services: Services, skus: Sequence[str], token: str, job_id: int | None) -> PreparedBatch:
-    """Claim, fetch (concurrently), and run the pipeline on the items whose image changed."""
+    """Claim, fetch (concurrently), decode (one at a time) and run the pipeline on the items whose image
+    changed. An item delivered more than ``queue.max_attempts`` times (its worker kept dying on it)
+    fails instead of being tried again."""
     settings = services.settings
     version_id = services.target_version_id()
     claimed = claim_items(services.database, skus, token, settings.queue.stale_claim_s, version_id)
     batch = PreparedBatch(token=token, job_id=job_id, version_id=version_id)
     batch.attempts = {item.sku: item.attempts for item in claimed}
-    loaded = _fetch_all(claimed, services)
+    worn_out = [item for item in claimed if item.attempts > settings.queue.max_attempts]
+    for item in worn_out:
+        batch.failed[item.sku] = (
+            f"gave_up: {item.attempts - 1} deliveries did not finish (a worker stopped while processing it)"
+        )
+    claimed = [item for item in claimed if item not in worn_out]
+    fetched = _fetch_all(claimed, services)
     to_embed: list[tuple[ClaimedItem, LoadedImage]] = []
     for item in claimed:
-        result = loaded[item.sku]
+        result = fetched[item.sku]
         if isinstance(result, ImageFetchError) and result.transient:
             batch.retry[item.sku] = _describe(result)
         elif isinstance(result, Exception):
             batch.failed[item.sku] = _describe(result)
-        elif result.content_sha256 == item.content_hash and item.has_crops:
-            batch.unchanged.append(item.sku)
+        elif hashlib.sha256(result.data).hexdigest() == item.content_hash and item.has_crops:
+            batch.unchanged.append(item.sku)  # same bytes: not even decoded
         else:
-            to_embed.append((item, result))
+            policy, _ = fetch_policy(item, settings)
+            try:
+                to_embed.append((item, decode_image(result.data, policy, source=result.label)))
+            except ClothesSearchError as exc:
+                batch.failed[item.sku] = _describe(exc)
+        fetched[item.sku] = ClothesSearchError("done")  # drop the encoded bytes as soon as possible
     if to_embed:
         analyses = services.pipeline.analyse([loaded_image.image for _, loaded_image in to_embed])
         for (item, loaded_image), analysis in zip(to_embed, analyses, strict=True):
@@ -184,8 +225,10 @@ def prepare_batch(services: Services, skus: Sequence[str], token: str, job_id: i
                     "no_garment: no garment detected (pipeline.fallback_to_whole_image is off)"
                 )
                 continue
-            crops = crops_of(analysis)
-            batch.to_index.append(ItemCrops(item.sku, loaded_image.content_sha256, crops))
+            crops = crops_of(analysis, loaded_image.scale)
+            batch.to_index.append(
+                ItemCrops(item.sku, loaded_image.content_sha256, crops, claimed_source=item.source)
+            )
     return batch
 
 
@@ -200,15 +243,24 @@ def write_batch(services: Services, batch: PreparedBatch) -> BatchOutcome:
     with services.database.session() as session:
         ours = _still_ours(session, [*batch.attempts], batch.token)
     to_index = [entry for entry in batch.to_index if entry.sku in ours]  # a stale re-claim took the others
-    index_items(services.database, services.store, batch.version_id, to_index)
-    outcome.indexed = [entry.sku for entry in to_index]
+    written, refused = _index(services, batch.version_id, to_index)
+    outcome.indexed = [entry.sku for entry in to_index if entry.sku in written]
+    moved = [entry.sku for entry in to_index if entry.sku not in written and entry.sku not in refused]
     with services.database.session() as session:
         by_sku = {
             item.sku: item
             for item in session.scalars(
-                select(Item).where(Item.sku.in_([*batch.unchanged, *batch.failed, *batch.retry]))
+                select(Item).where(
+                    Item.sku.in_([*batch.unchanged, *batch.failed, *batch.retry, *refused, *moved])
+                )
             )
         }
+        for sku, reason in refused.items():  # the vector store refused that item's row
+            _release(by_sku[sku], ItemStatus.FAILED, reason)
+            outcome.failed[sku] = reason
+        for sku in moved:  # its image changed while it was processed: the new one is queued
+            _release(by_sku[sku], ItemStatus.PENDING, "image replaced while processing: queued again")
+            outcome.requeue[sku] = by_sku[sku].last_job_id
         for sku in batch.unchanged:
             if sku in ours:
                 _release(by_sku[sku], ItemStatus.INDEXED, None)
@@ -240,11 +292,35 @@ def write_batch(services: Services, batch: PreparedBatch) -> BatchOutcome:
     return outcome
 
 
+def _index(
+    services: Services, version_id: int, entries: Sequence[ItemCrops]
+) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Write the batch; if the vector store refuses it (not unavailable: a row it cannot take), write
+    item by item so that only the bad items fail. Returns the written items and the refused ones."""
+    try:
+        return index_items(services.database, services.store, version_id, entries), {}
+    except VectorStoreUnavailableError:
+        raise  # transient: the whole batch is retried
+    except VectorStoreError:
+        pass  # find the items it refuses
+    written: dict[str, list[int]] = {}
+    refused: dict[str, str] = {}
+    for entry in entries:
+        try:
+            written.update(index_items(services.database, services.store, version_id, [entry]))
+        except VectorStoreUnavailableError:
+            raise
+        except VectorStoreError as exc:
+            refused[entry.sku] = _describe(exc)
+    return written, refused
+
+
 def _release(item: Item, status: ItemStatus, error: str | None) -> None:
     item.status = status
     item.last_error = error
     item.claim_token = None
     item.claimed_at = None
+    item.claim_source = None
 
 
 def refresh_job_counts(session: Session, job_id: int) -> None:

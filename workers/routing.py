@@ -2,7 +2,7 @@
 
 Queues: ``ingest`` (fetch + detect + embed: CPU/GPU heavy, many workers), ``index`` (Milvus and
 database writes: one consumer suffices and is required with a Milvus Lite server), ``admin``
-(maintenance: the scheduled re-queueing of stale claims).
+(maintenance: the scheduled re-queueing of stale claims, metadata changes the vector store missed).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ INGEST_QUEUE, INDEX_QUEUE, ADMIN_QUEUE = "ingest", "index", "admin"
 INGEST_TASK = "clothes_search.ingest_batch"
 INDEX_TASK = "clothes_search.index_batch"
 REQUEUE_TASK = "clothes_search.requeue_stale"
+SYNC_FIELDS_TASK = "clothes_search.sync_pending_fields"
 TASK_ROUTES = {
     INGEST_TASK: {"queue": INGEST_QUEUE},
     INDEX_TASK: {"queue": INDEX_QUEUE},
     REQUEUE_TASK: {"queue": ADMIN_QUEUE},
+    SYNC_FIELDS_TASK: {"queue": ADMIN_QUEUE},
 }
 
 

@@ -14,7 +14,8 @@ from db.indexing import ItemCrops, NewCrop
 from db.session import DatabaseUnavailableError
 from db.vectors import VectorStoreUnavailableError
 from workers.ingest import PreparedBatch, prepare_batch, requeue_stale, retry_delay, write_batch
-from workers.routing import INDEX_TASK, INGEST_TASK, REQUEUE_TASK, dispatch_batches
+from workers.routing import INDEX_TASK, INGEST_TASK, REQUEUE_TASK, SYNC_FIELDS_TASK, dispatch_batches
+from workers.submit import sync_pending_fields
 from workers.worker_services import services
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def encode_batch(batch: PreparedBatch) -> dict[str, Any]:
             {
                 "sku": entry.sku,
                 "content_hash": entry.content_hash,
+                "claimed_source": entry.claimed_source,
                 "crops": [
                     {
                         "box": list(c.box),
@@ -74,6 +76,7 @@ def decode_batch(data: dict[str, Any]) -> PreparedBatch:
                     )
                     for c in entry["crops"]
                 ],
+                claimed_source=entry.get("claimed_source"),
             )
             for entry in data["to_index"]
         ],
@@ -107,6 +110,7 @@ def index_batch(self: Task, data: dict[str, Any]) -> dict[str, int]:
         _retry(self, exc)
     for sku, delay in outcome.retry_after.items():
         self.app.send_task(INGEST_TASK, args=[[sku], batch.job_id], countdown=delay, ignore_result=True)
+    dispatch_batches(self.app, list(outcome.requeue.items()), services().settings.queue.ingest_batch_size)
     return {"indexed": len(outcome.indexed), "failed": len(outcome.failed), "retry": len(outcome.retry_after)}
 
 
@@ -117,3 +121,13 @@ def requeue_stale_items(self: Task) -> list[str]:
     stale = requeue_stale(services().database, settings.queue.stale_claim_s)
     dispatch_batches(self.app, stale, settings.queue.ingest_batch_size)
     return [sku for sku, _ in stale]
+
+
+@shared_task(bind=True, name=SYNC_FIELDS_TASK, acks_late=True)
+def sync_pending_fields_task(self: Task) -> int:
+    """Copy to the vector store the metadata changes it missed (it was down when they were submitted)."""
+    try:
+        return len(sync_pending_fields(services().database, services().store))
+    except TRANSIENT as exc:
+        log.warning("vector store still unavailable for the pending metadata: %s", exc)
+        return 0

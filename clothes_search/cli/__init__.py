@@ -17,6 +17,7 @@ from clothes_search.cli.embed import embed
 from clothes_search.cli.evaluate import evaluate
 from clothes_search.cli.index import index
 from clothes_search.cli.ingest import ingest, worker
+from clothes_search.cli.keys import keys
 from clothes_search.cli.milvus import milvus
 from clothes_search.cli.models import models
 from clothes_search.cli.sample_data import make_sample_data
@@ -46,6 +47,7 @@ main.add_command(models)
 main.add_command(bench)
 main.add_command(database)
 main.add_command(index)
+main.add_command(keys)
 main.add_command(milvus)
 main.add_command(ingest)
 main.add_command(worker)

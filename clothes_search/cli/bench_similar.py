@@ -96,7 +96,10 @@ def _wait_until_searchable(services: Services) -> None:
     if store.is_local:
         wait_for_idle()  # Milvus Lite builds indexes in the background after loading
         return
-    store.wait_until_indexed(store.collection_name(services.pipeline.signature.hash))
+    collection = store.collection_name(services.pipeline.signature.hash)
+    store.wait_until_indexed(collection)
+    store.release(collection)  # reload: every segment then serves from its built index
+    store.load(collection)
 
 
 def _drop(services: Services) -> None:

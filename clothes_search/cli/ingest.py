@@ -69,6 +69,8 @@ def ingest(
             created_by=created_by,
             refresh=refresh,
             retry_failed=retry_failed,
+            trusted=True,  # a feed given on this machine: its local images (in its folder) may be read
+            local_root=feed.absolute().parent,
         )
         click.echo(
             f"{len(parsed.rows)} rows ok, {parsed.error_count} rejected; {len(result.queued)} queued, "

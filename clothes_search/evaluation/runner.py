@@ -187,8 +187,9 @@ class Evaluation:
         """The real ingestion: submit the feed as a job, process it in-process, report failures."""
         services.target_version_id()
         submitted = submit_rows(
-            services.database, services.store, self.rows, source=str(self.feed), created_by="eval"
-        )
+            services.database, services.store, self.rows, source=str(self.feed), created_by="eval",
+            trusted=True, local_root=self.split_dir,
+        )  # fmt: skip
         if submitted.job_id is None:
             return []
         InProcessDispatcher(services).submit(submitted.queued, submitted.job_id)
@@ -199,7 +200,10 @@ class Evaluation:
     def _ingest_annotated(self, services: Services) -> list[str]:
         """Ground-truth boxes instead of detection: same crops, embedding and index writes."""
         version_id = services.target_version_id()
-        submit_rows(services.database, services.store, self.rows, source=str(self.feed), created_by="eval")
+        submit_rows(
+            services.database, services.store, self.rows, source=str(self.feed), created_by="eval",
+            trusted=True, local_root=self.split_dir,
+        )  # fmt: skip
         pipeline = services.pipeline
         batch_size = self.settings.pipeline.batch_size
         for start in range(0, len(self.rows), batch_size):

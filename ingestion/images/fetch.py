@@ -89,6 +89,15 @@ def parse_http_url(url: str) -> _Target:
     return _Target(url, scheme, host, port, request_target, host_header)
 
 
+def check_port(target: _Target, settings: FetchSettings) -> None:
+    """Raise UnsafeURLError when ``settings.allowed_ports`` is set and does not hold the URL's port."""
+    if settings.allowed_ports and target.port not in settings.allowed_ports:
+        allowed = ", ".join(str(p) for p in settings.allowed_ports)
+        raise UnsafeURLError(
+            f"refusing to fetch {target.url!r}: port {target.port} (allowed: {allowed})", source=target.url
+        )
+
+
 def address_class(addr: IPAddress) -> str | None:
     """The kind of non-public address this is ("loopback", "private"...), or None if public."""
     if isinstance(addr, ipaddress.IPv6Address):
@@ -395,6 +404,7 @@ def fetch_url(url: str, settings: FetchSettings) -> FetchedBytes:
     while True:
         try:
             target = parse_http_url(current)
+            check_port(target, settings)
             addresses = resolve_and_check(target, settings, deadline)
         except UnsafeURLError as exc:
             if previous is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -87,6 +88,19 @@ def classify_source(source: ImageSourceLike, *, allow_local_files: bool = True) 
     raise UnsafeURLError(
         f"unsupported URL scheme {scheme!r} in {_short(text)!r}; allowed schemes: "
         f"{', '.join(s + '://' for s in ALLOWED_SCHEMES)} (or a plain local path, or the image bytes)",
+        source=label,
+    )
+
+
+def check_inside_roots(path: Path, roots: Sequence[Path], *, label: str) -> None:
+    """Raise UnsafeURLError unless ``path`` (links resolved) is inside one of ``roots`` (none: any)."""
+    if not roots:
+        return
+    real = Path(os.path.realpath(path))
+    if any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+        return
+    raise UnsafeURLError(
+        f"local image {label!r} is outside the folders images may be read from (fetch.local_roots)",
         source=label,
     )
 
