@@ -54,6 +54,7 @@ class Services:
                     dimension=signature.dim,
                     description=signature.description,
                     spec=signature.to_dict(),
+                    runtimes={e.name: e.runtime for e in self.pipeline.embedders},
                 )
                 if live_version(session) is None:
                     activate(session, self.store, version)

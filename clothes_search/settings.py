@@ -99,6 +99,14 @@ class QueryFetchSettings(RowFetchSettings):
     max_pixels: int = Field(16_000_000, gt=0, description="Decompression-bomb guard (width*height).")
 
 
+class InferenceRuntime(StrEnum):
+    """What runs a model at inference time. Vectors are interchangeable between runtimes."""
+
+    AUTO = "auto"  #: ONNX Runtime when it is installed (and the model exports and verifies), else torch
+    ONNXRUNTIME = "onnxruntime"
+    TORCH = "torch"
+
+
 class DetectorBackend(StrEnum):
     WHOLE_IMAGE = "whole_image"
     MEDIAPIPE_POSE = "mediapipe_pose"
@@ -118,6 +126,9 @@ class DetectorConfig(BaseModel):
         None, description="Class index -> category name, index 0 = background (torchvision backend)."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific options.")
+    runtime: InferenceRuntime | None = Field(
+        None, description="torchvision backend: the backbone's runtime; default: pipeline's."
+    )
 
 
 class EmbedderBackend(StrEnum):
@@ -147,6 +158,7 @@ class EmbedderConfig(BaseModel):
     weight: float = Field(1.0, gt=0, description="Multiplier of this model's L2-normalised feature.")
     image_size: int | None = Field(None, gt=0, description="Input size; default: the model's own.")
     resize_mode: ResizeMode = ResizeMode.LETTERBOX
+    runtime: InferenceRuntime | None = Field(None, description="This model's runtime; default: pipeline's.")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -173,7 +185,15 @@ class PipelineSettings(BaseModel):
         description="Crops per model forward pass; default 4 on CPU (measured fastest on 2 cores: "
         "large CPU batches are 2-3x slower) and 64 on CUDA.",
     )
-    torch_threads: int | None = Field(None, gt=0, description="torch.set_num_threads; default: torch's.")
+    torch_threads: int | None = Field(
+        None, gt=0, description="Threads per model call (torch and ONNX Runtime); default: torch's."
+    )
+    runtime: InferenceRuntime = Field(
+        InferenceRuntime.AUTO,
+        description="Inference runtime of the embedders and the torchvision detectors' backbones: "
+        "'auto' (ONNX Runtime when installed, exported once to <models_dir>/onnx and verified against "
+        "torch; else torch), 'onnxruntime' or 'torch'.",
+    )
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', ...")
     fallback_to_whole_image: bool = Field(True, description="Use the whole image when no garment is found.")
     max_crops_per_image: int = Field(8, gt=0)

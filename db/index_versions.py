@@ -37,8 +37,13 @@ def ensure_index_version(
     dimension: int,
     description: str = "",
     spec: dict[str, Any] | None = None,
+    runtimes: dict[str, str] | None = None,
 ) -> IndexVersion:
-    """The version (and its collection) for a model signature, created in ``building`` state if new."""
+    """The version (and its collection) for a model signature, created in ``building`` state if new.
+
+    ``runtimes`` (embedder name -> 'onnxruntime' / 'torch') is recorded in ``index_params`` for people:
+    vectors from either runtime are interchangeable, so it is not part of the signature.
+    """
     collection = store.collection_name(signature)
     store.ensure_collection(collection, dimension)
     version = session.scalar(select(IndexVersion).where(IndexVersion.collection_name == collection))
@@ -49,7 +54,7 @@ def ensure_index_version(
             signature_description=description,
             signature_spec=spec or {},
             dimension=dimension,
-            index_params=index_params(store, collection),
+            index_params={**index_params(store, collection), **({"runtimes": runtimes} if runtimes else {})},
             state=IndexState.BUILDING,
         )
         session.add(version)

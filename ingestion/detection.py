@@ -114,6 +114,11 @@ class Detector(ABC):
         """Whether everything :meth:`load` needs is on this machine."""
         return True
 
+    @property
+    def runtime(self) -> str:
+        """What runs the model ('torch', 'onnxruntime', 'litert', 'none'), for reports."""
+        return "torch"
+
     def describe(self) -> dict[str, object]:
         """A JSON-friendly description for ``clothes-search models``."""
         return {"name": self.name, "kind": type(self).__name__}

@@ -20,7 +20,7 @@ from ingestion.categories import CategoryVocabulary
 from ingestion.crops import crop_boxes
 from ingestion.detection import Box, Detector, FusedDetection
 from ingestion.detectors import build_detector
-from ingestion.embedders import Embedder, build_embedder
+from ingestion.embedders import Embedder, RuntimeChoice, build_embedder
 from ingestion.fusion import fuse_detections
 from ingestion.signature import ModelSignature, concatenate_features
 
@@ -50,6 +50,7 @@ class Pipeline:
         self.vocabulary = CategoryVocabulary(settings.categories)
         threads = settings.pipeline.torch_threads
         shared: dict[tuple[object, ...], object] = {}  # models that several detectors use
+        runtime = RuntimeChoice(settings.pipeline.runtime, settings.models_dir / "onnx", threads)
         self.detectors: list[Detector] = [
             build_detector(
                 c,
@@ -58,11 +59,12 @@ class Pipeline:
                 device=self.device,
                 num_threads=threads,
                 shared=shared,
+                runtime=runtime,
             )
             for c in settings.detectors
         ]
         self.detector_weights = [c.weight for c in settings.detectors]
-        self.embedders: list[Embedder] = [build_embedder(c, self.device) for c in settings.embedders]
+        self.embedders: list[Embedder] = [build_embedder(c, self.device, runtime) for c in settings.embedders]
         self.embedder_weights = [c.weight for c in settings.embedders]
         self._load_lock = threading.Lock()
         self._loaded = False

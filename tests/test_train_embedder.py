@@ -336,6 +336,7 @@ def test_training_writes_a_checkpoint_the_trained_backend_loads(
         )
         expected = torch.nn.functional.normalize(head.eval()(features), dim=1).numpy()
     assert np.allclose(vectors, expected, atol=1e-4)
+    assert pipeline.embedders[0].runtime == "onnxruntime"  # the default runtime reproduces training's vectors
 
 
 def test_trained_backend_rejects_a_foreign_checkpoint(tmp_path: Path) -> None:

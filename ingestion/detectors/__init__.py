@@ -9,6 +9,7 @@ import torch
 from clothes_search.settings import DetectorBackend, DetectorConfig
 from ingestion.categories import CategoryVocabulary
 from ingestion.detection import Detector
+from ingestion.onnx_models import RuntimeChoice
 
 
 def build_detector(
@@ -19,6 +20,7 @@ def build_detector(
     device: torch.device,
     num_threads: int | None = None,
     shared: dict[tuple[object, ...], object] | None = None,
+    runtime: RuntimeChoice | None = None,
 ) -> Detector:
     """The detector for ``config.backend``; its weights load later, on first use.
 
@@ -65,5 +67,7 @@ def build_detector(
                 score_threshold=config.score_threshold,
                 device=device,
                 options=config.options,
+                runtime=runtime,
+                runtime_override=config.runtime,
             )
     raise ValueError(f"unknown detector backend {config.backend!r}")

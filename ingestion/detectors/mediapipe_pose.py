@@ -141,6 +141,10 @@ class MediaPipePoseDetector(Detector):
     def weights_present(self) -> bool:
         return self.estimator.weights_present()
 
+    @property
+    def runtime(self) -> str:
+        return "litert"
+
     def describe(self) -> dict[str, object]:
         return {
             **super().describe(),

@@ -27,5 +27,9 @@ class WholeImageDetector(Detector):
             for img in images
         ]
 
+    @property
+    def runtime(self) -> str:
+        return "none"
+
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "category": self.category}

@@ -59,10 +59,18 @@ def _resize(image: Image.Image, prep: Preprocessing) -> Image.Image:
     raise ValueError(f"unknown resize mode {prep.resize_mode}")
 
 
+def to_array(images: Sequence[Image.Image], prep: Preprocessing) -> np.ndarray:
+    """RGB crops -> float32 array (N, 3, size, size), normalised; one buffer for the whole batch."""
+    pixels = np.empty((len(images), prep.size, prep.size, 3), dtype=np.uint8)
+    for index, image in enumerate(images):
+        pixels[index] = np.asarray(_resize(image.convert("RGB"), prep), dtype=np.uint8)
+    batch = pixels.transpose(0, 3, 1, 2).astype(np.float32)  # one copy, NCHW
+    batch /= np.float32(255.0)
+    batch -= np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    batch /= np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return batch
+
+
 def to_batch(images: Sequence[Image.Image], prep: Preprocessing) -> torch.Tensor:
-    """RGB crops -> float tensor (N, 3, size, size), normalised."""
-    arrays = np.stack([np.asarray(_resize(img.convert("RGB"), prep), dtype=np.uint8) for img in images])
-    tensor = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std).view(1, 3, 1, 1)
-    return tensor.sub_(mean).div_(std)
+    """RGB crops -> float tensor (N, 3, size, size), normalised (see :func:`to_array`)."""
+    return torch.from_numpy(to_array(images, prep))
