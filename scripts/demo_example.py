@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -86,7 +87,11 @@ def main() -> None:
         f"\nThe photo shows a {item.category.replace('_', ' ')}; its shop photos are {', '.join(expected)}.\n"
         f"Checked just now: the top result is {top['sku']} ({top['item']['title']}), {verdict}."
     )
-    print(f"\nAPI: {args.api}/openapi.json, {args.api}/metrics, {args.api}/items/{top['sku']}")
+    database = os.environ.get("CLOTHES_SEARCH_DATABASE__URL", "")
+    print(f"\nAPI: {args.api}/openapi.json (public). Items, jobs and metrics need an API key:")
+    create = ".venv/bin/clothes-search keys create --name me --role admin"
+    print(f"  key=$(CLOTHES_SEARCH_DATABASE__URL={database} {create})")
+    print(f'  curl -H "Authorization: Bearer $key" {args.api}/items/{top["sku"]}')
 
 
 if __name__ == "__main__":
