@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import open_clip
 import pytest
 import torch
 import torchvision
 from PIL import Image
+from tiny_clip import TINY_CLIP
+from tiny_clip import tiny_clip as make_tiny_clip
 
 from clothes_search.settings import EmbedderConfig
 from ingestion.embedders import build_embedder
@@ -17,11 +18,6 @@ from ingestion.embedders.preprocess import to_batch
 from ingestion.errors import ModelConfigError, ModelWeightsMissingError
 
 CPU = torch.device("cpu")
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 def crops_of(image: Image.Image) -> list[Image.Image]:
@@ -87,15 +83,7 @@ def test_unknown_lite_variant_and_missing_checkpoint():
 @pytest.fixture
 def tiny_clip(tmp_path):
     """A tiny open_clip architecture registered from a config dir, with random weights saved to disk."""
-    config_dir = tmp_path / "configs"
-    config_dir.mkdir()
-    (config_dir / "tiny-test-vit.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config_dir)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-test-vit")
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save(model.state_dict(), checkpoint)
-    return model.eval(), checkpoint, config_dir
+    return make_tiny_clip(tmp_path, "tiny-test-vit")
 
 
 def test_open_clip_tower_loads_a_local_checkpoint(tiny_clip, astronaut):

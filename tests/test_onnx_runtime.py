@@ -9,11 +9,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import pytest
 import torch
 import torchvision
 from PIL import Image
+from tiny_clip import tiny_clip
 
 from clothes_search.settings import EmbedderConfig, InferenceRuntime, Settings
 from ingestion.embedders import RuntimeChoice, build_embedder
@@ -22,11 +22,6 @@ from ingestion.onnx_models import ExportKey, load_or_export
 from ingestion.pipeline import Pipeline
 
 CPU = torch.device("cpu")
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +49,7 @@ def assert_identical(torch_vectors: np.ndarray, onnx_vectors: np.ndarray) -> Non
 
 
 def tiny_clip_config(tmp_path: Path) -> EmbedderConfig:
-    config_dir = tmp_path / "configs"
-    config_dir.mkdir()
-    (config_dir / "tiny-onnx-vit.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config_dir)
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save(open_clip.create_model("tiny-onnx-vit").state_dict(), checkpoint)
+    _, checkpoint, config_dir = tiny_clip(tmp_path, "tiny-onnx-vit")
     return EmbedderConfig(
         name="clip", backend="open_clip", model="tiny-onnx-vit", checkpoint=checkpoint,
         options={"model_config_dir": str(config_dir)},

@@ -3,17 +3,16 @@ checkpoint the ``trained`` embedder backend loads into the pipeline."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from tiny_clip import TINY_CLIP, tiny_clip
 
 from clothes_search.cli.train import train
 from clothes_search.sample_data import build_sample_set
@@ -54,11 +53,6 @@ from ingestion.errors import ModelConfigError
 from ingestion.pipeline import Pipeline
 
 CPU = torch.device("cpu")
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 
 
 def unit(degrees: float) -> list[float]:
@@ -350,13 +344,7 @@ def test_trained_backend_rejects_a_foreign_checkpoint(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fine_tuned_open_clip_tower_is_embedded_in_the_checkpoint(tiny_set: Path, tmp_path: Path) -> None:
-    config_dir = tmp_path / "configs"
-    config_dir.mkdir()
-    (config_dir / "tiny-train-vit.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config_dir)
-    torch.manual_seed(0)
-    weights = tmp_path / "tiny.pt"
-    torch.save(open_clip.create_model("tiny-train-vit").state_dict(), weights)
+    _, weights, config_dir = tiny_clip(tmp_path, "tiny-train-vit")
     out = tmp_path / "clip-embedder.pt"
     options = EmbedderTrainingOptions(
         data=tiny_set,
