@@ -78,8 +78,7 @@ def index_items(
 
     Runs the three steps of the module docstring for the whole batch: one Milvus upsert, one
     database transaction, one Milvus delete. Returns the new crop ids per sku written; an entry whose
-    ``claimed_source`` is no longer its item's image source is left out (its rows untouched, the
-    vectors written for it deleted again).
+    ``claimed_source`` is no longer its item's image source is left out (nothing of it is written).
     """
     if not batch:
         return {}
@@ -95,10 +94,13 @@ def index_items(
         unknown = sorted(set(skus) - set(items))
         if unknown:
             raise ValueError(f"unknown items {unknown[:5]}: upsert their metadata first")
+        # the rows are locked (PostgreSQL) from here to the commit, so a submission changing an image
+        # cannot slip between this check and the write: the crops' source must still be the item's
+        written = [e for e in batch if e.claimed_source is None or items[e.sku].image_url == e.claimed_source]
         written_at = int(time.time())
         new_ids: dict[str, list[int]] = {}
         records: list[CropRecord] = []
-        for entry in batch:
+        for entry in written:
             item = items[entry.sku]
             ids = [
                 crop_id(entry.sku, entry.content_hash, version.signature, i) for i in range(len(entry.crops))
@@ -122,14 +124,6 @@ def index_items(
             store.upsert(collection, records)  # step 1, then the same crops in its post-processed versions
             write_to_derived(store, version, derived, records)
         collections = [collection, *(v.collection_name for v in derived)]
-        # the rows are locked (PostgreSQL) from here to the commit, so a submission changing an image
-        # cannot slip between this check and the write: the crops' source must still be the item's
-        moved = {
-            e.sku
-            for e in batch
-            if e.claimed_source is not None and items[e.sku].image_url != e.claimed_source
-        }
-        written = [entry for entry in batch if entry.sku not in moved]
         item_ids = [items[entry.sku].id for entry in written]
         session.execute(delete(Crop).where(Crop.item_id.in_(item_ids), Crop.index_version_id == version.id))
         now = utcnow()
@@ -159,13 +153,10 @@ def index_items(
             item.claim_token = None
             item.claim_source = None
     # step 2 committed: the new crops are what search sees
-    keep = [cid for sku, ids in new_ids.items() if sku not in moved for cid in ids]
-    stray = [cid for sku in moved for cid in new_ids[sku]]
+    keep = [cid for ids in new_ids.values() for cid in ids]
     for name in collections:
-        store.delete_items_except(name, [e.sku for e in written], keep)  # step 3
-        if stray:
-            store.delete_ids(name, stray)
-    return {sku: ids for sku, ids in new_ids.items() if sku not in moved}
+        store.delete_items_except(name, list(new_ids), keep)  # step 3
+    return new_ids
 
 
 def delete_item(session: Session, store: VectorStore, sku: str) -> bool:

@@ -203,7 +203,7 @@ def prepare_batch(services: Services, skus: Sequence[str], token: str, job_id: i
     fetched = _fetch_all(claimed, services)
     to_embed: list[tuple[ClaimedItem, LoadedImage]] = []
     for item in claimed:
-        result = fetched[item.sku]
+        result = fetched.pop(item.sku)  # the encoded bytes go as soon as this item is decoded
         if isinstance(result, ImageFetchError) and result.transient:
             batch.retry[item.sku] = _describe(result)
         elif isinstance(result, Exception):
@@ -216,7 +216,6 @@ def prepare_batch(services: Services, skus: Sequence[str], token: str, job_id: i
                 to_embed.append((item, decode_image(result.data, policy, source=result.label)))
             except ClothesSearchError as exc:
                 batch.failed[item.sku] = _describe(exc)
-        fetched[item.sku] = ClothesSearchError("done")  # drop the encoded bytes as soon as possible
     if to_embed:
         analyses = services.pipeline.analyse([loaded_image.image for _, loaded_image in to_embed])
         for (item, loaded_image), analysis in zip(to_embed, analyses, strict=True):
