@@ -92,7 +92,7 @@ def create_key(session: Session, name: str, roles: Iterable[str], key: str | Non
     if parsed is None:
         raise ApiKeyError("a key reads cs_<10 base32 characters>_<43 URL-safe characters>")
     key_id, secret = parsed
-    if session.scalar(select(ApiKey).where(ApiKey.key_id == key_id)) is not None:
+    if _stored(session, key_id) is not None:
         raise ApiKeyError(f"a key with id {key_id} exists")
     row = ApiKey(key_id=key_id, name=name[:128], secret_sha256=_digest(secret), roles=_roles(roles))
     session.add(row)
@@ -105,7 +105,7 @@ def ensure_key(session: Session, key: str, name: str, roles: Iterable[str]) -> P
     parsed = parse_key(key)
     if parsed is None:
         raise ApiKeyError("the bootstrap key is malformed: make one with `clothes-search keys generate`")
-    row = session.scalar(select(ApiKey).where(ApiKey.key_id == parsed[0]))
+    row = _stored(session, parsed[0])
     if row is None:
         return create_key(session, name, roles, key).principal
     if not hmac.compare_digest(row.secret_sha256, _digest(parsed[1])):
@@ -118,7 +118,7 @@ def authenticate(session: Session, key: str) -> Principal | None:
     parsed = parse_key(key)
     if parsed is None:
         return None
-    row = session.scalar(select(ApiKey).where(ApiKey.key_id == parsed[0]))
+    row = _stored(session, parsed[0])
     if row is None or row.revoked_at is not None:
         _digest(parsed[1])  # the same work either way
         return None
@@ -137,11 +137,15 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 def revoke_key(session: Session, key_id: str) -> bool:
     """Revoke a key by id; False when there is no such (unrevoked) key."""
-    row = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    row = _stored(session, key_id)
     if row is None or row.revoked_at is not None:
         return False
     row.revoked_at = utcnow()
     return True
+
+
+def _stored(session: Session, key_id: str) -> ApiKey | None:
+    return session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
 
 
 def _principal(row: ApiKey) -> Principal:
