@@ -20,7 +20,7 @@ import ipaddress
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -49,6 +49,7 @@ class FetchSettings(BaseModel):
     """Limits for loading images from URLs, paths and bytes (one section per trust level: ``fetch`` for
     trusted feeds, ``row_fetch`` for rows sent to the API, ``query_fetch`` for /similar's images)."""
 
+    section: ClassVar[str] = "fetch"  #: its name in the settings, for messages that say what to change
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(10.0, gt=0)
     total_timeout_s: float = Field(30.0, gt=0, description="Whole download, redirects included.")
@@ -82,6 +83,8 @@ class FetchSettings(BaseModel):
 class RowFetchSettings(FetchSettings):
     """``row_fetch``: images of rows sent to the API. Ports 80/443 unless set; never local files."""
 
+    section: ClassVar[str] = "row_fetch"
+
     allowed_ports: list[int] = Field(
         default_factory=lambda: [80, 443],
         description="Ports an http(s) URL may name (default port included); empty: any.",
@@ -91,6 +94,8 @@ class RowFetchSettings(FetchSettings):
 
 class QueryFetchSettings(RowFetchSettings):
     """``query_fetch``: /similar's images: a short budget and a stricter pixel limit than feeds'."""
+
+    section: ClassVar[str] = "query_fetch"
 
     connect_timeout_s: float = Field(2.0, gt=0)
     read_timeout_s: float = Field(3.0, gt=0)

@@ -334,6 +334,17 @@ def test_default_settings_refuse_non_public_literals(url: str, kind: str, no_net
     assert not info.value.transient
 
 
+def test_the_refusal_names_the_policy_that_applied(no_network: None) -> None:
+    """An API row's image is refused under ``row_fetch``: the message says what to change there."""
+    from clothes_search.settings import RowFetchSettings
+
+    with pytest.raises(UnsafeURLError) as info:
+        load_image("http://169.254.169.254/latest/meta-data", RowFetchSettings())
+    message = str(info.value)
+    assert "row_fetch.allowed_networks" in message and "CLOTHES_SEARCH_ROW_FETCH__ALLOWED_NETWORKS" in message
+    assert " fetch.allowed_networks" not in message
+
+
 def test_local_server_refused_by_default_allowed_when_configured(server: LocalHTTPServer) -> None:
     url = server.add("/a.jpg", Response(jpeg()))
     with pytest.raises(UnsafeURLError, match="loopback"):

@@ -150,11 +150,12 @@ def check_address(addr: IPAddress, settings: FetchSettings, *, host: str, url: s
         is_literal = False
     shown = host if is_literal else f"{host} resolves to {addr}, which"
     network = ipaddress.ip_network(getattr(addr, "ipv4_mapped", None) or addr)
+    section = settings.section
     raise UnsafeURLError(
         f"refusing to fetch {url!r}: {shown} is a {kind} address, blocked to prevent server-side request "
-        f"forgery. To allow it, add its network to fetch.allowed_networks (e.g. environment "
-        f"CLOTHES_SEARCH_FETCH__ALLOWED_NETWORKS='[\"{network}\"]') or set "
-        "fetch.allow_private_networks=true",
+        f"forgery. To allow it, add its network to {section}.allowed_networks (e.g. environment "
+        f"CLOTHES_SEARCH_{section.upper()}__ALLOWED_NETWORKS='[\"{network}\"]') or set "
+        f"{section}.allow_private_networks=true",
         source=url,
     )
 
