@@ -5,12 +5,18 @@ filter falls apart into pieces the search cannot reach. What each engine does ab
 with ``clothes-search bench milvus``, see README "Filtered recall"):
 
 - **Milvus server, HNSW** (knowhere): a search whose filter keeps at most a few percent of the rows
-  is answered by brute force over those rows (exact); between that and ~30 % the graph search loses
-  matches whatever ``ef``; above, it is accurate. So the filter's share of the collection is counted
-  first (a scalar ``count(*)``, milliseconds) and the search is planned by it:
+  is answered by brute force over those rows (exact); between that and ~30 % a graph search with the
+  default ``ef`` loses matches (a filter unrelated to the vectors, e.g. a colour, cuts the graph);
+  above, it is accurate. So the filter's rows are counted first (a scalar ``count(*)``, milliseconds,
+  cached) and the search is planned by their share of the collection and their number:
   ``share <= exact_fraction``: one search (the engine's exact path); ``share < ann_min_fraction``:
   split into ``ceil(share / exact_fraction)`` sub-searches on disjoint ``shard`` ranges (each one on
-  the exact path) whose hits are merged; otherwise one graph search with ``ef >= limit``.
+  the exact path) whose hits are merged; otherwise one graph search with ``ef >= limit``. The exact
+  path costs time per matching row (measured at 1M x 256-d on 2 cores: ~8 ms + 0.27 µs a row), the
+  graph much less: with ``split_max_rows`` set, a filter keeping more rows than that uses one graph
+  search with ``ef`` raised as the filter narrows (``filtered_ef_factor x limit / share``) instead:
+  faster at a million rows, at a measured recall of 0.987–0.998 instead of 1 (README "Filtered
+  recall"). Unset (the default), recall comes first.
 - **IVF indexes** (the Milvus Lite default, ``IVF_FLAT``; ``IVF_SQ8``): a filtered search scans
   every list (``nprobe = nlist``), which is exact over the rows that pass, at the cost of the
   filter's share of the collection. Unfiltered searches scan ``ivf_nprobe`` lists.
@@ -99,10 +105,18 @@ def plan_search(
         return SearchPlan(
             [expression], {"ef": min(MAX_TOP_K, max(ef, math.ceil(ANN_EF_FACTOR * limit / share)))}
         )
-    if share <= settings.exact_fraction or share >= settings.ann_min_fraction or not layout.has_shard:
+    if share <= settings.exact_fraction or share >= settings.ann_min_fraction:
         return SearchPlan([expression], {"ef": ef})
-    parts = min(SHARDS, math.ceil(share / settings.exact_fraction))
-    return SearchPlan(shard_expressions(expression, parts), {"ef": ef})
+    if layout.has_shard and (settings.split_max_rows is None or matching <= settings.split_max_rows):
+        parts = min(SHARDS, math.ceil(share / settings.exact_fraction))
+        return SearchPlan(shard_expressions(expression, parts), {"ef": ef})
+    return SearchPlan([expression], {"ef": filtered_ef(settings, limit, share)})
+
+
+def filtered_ef(settings: MilvusSettings, limit: int, share: float) -> int:
+    """A server's graph ``ef`` for a filter keeping ``share`` of the rows: wider as the filter narrows."""
+    wanted = math.ceil(settings.filtered_ef_factor * limit / max(share, 1e-9))
+    return min(MAX_TOP_K, max(settings.search_ef, limit, wanted))
 
 
 def shard_expressions(expression: str, parts: int) -> list[str]:

@@ -40,6 +40,7 @@ from db.filtered_search import (
     resolved_index_type,
 )
 from db.filters import CatalogFilter, string_literal
+from db.milvus_answers import answer_hits
 from db.milvus_connection import LOAD_TIMEOUT_S, MilvusConnection
 from db.vector_records import (
     CollectionInfo,
@@ -493,7 +494,7 @@ class VectorStore:
                 search_params={"params": plan.params},
                 consistency_level=self.settings.consistency,
             )
-            return [[self._hit(h) for h in hits] for hits in results]
+            return answer_hits(results, self.settings.metric_type == "L2", "vector" in outputs)
 
         if len(plan.expressions) == 1:
             return [one(plan.expressions[0])]
@@ -502,18 +503,6 @@ class VectorStore:
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sub-search")
             pool = self._pool
         return list(pool.map(one, plan.expressions))
-
-    def _hit(self, hit: dict[str, Any]) -> VectorHit:
-        sign = -1.0 if self.settings.metric_type == "L2" else 1.0  # L2: squared distance, negated
-        entity = hit.get("entity") or {}
-        vector = entity.get("vector")
-        return VectorHit(
-            int(hit["id"]),
-            sign * float(hit["distance"]),
-            entity.get("item_key", ""),
-            entity.get("crop_category", ""),
-            None if vector is None else np.asarray(vector, dtype=np.float32),
-        )
 
     def _exact_search(
         self, name: str, matrix: np.ndarray, limit: int, expression: str, with_vectors: bool

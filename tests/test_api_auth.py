@@ -113,12 +113,12 @@ def test_a_revoked_key_is_refused_from_then_on(private_api):
     server, _, env = private_api
     key = make_key(env, "short-lived", "catalog")
     assert call(server, "GET", "/items/x", key).status == 404
-    key_id = key.split("_")[1]
+    key_id = key.split("_", 2)[1]
     revoked = run_cli("keys", "revoke", key_id, env=env, cwd=REPO_ROOT)
     assert revoked.returncode == 0, revoked.stderr
     assert call(server, "GET", "/items/x", key).status == 401
     listing = run_cli("keys", "list", env=env, cwd=REPO_ROOT).stdout
-    assert key_id in listing and "revoked" in listing and key.split("_")[2] not in listing
+    assert key_id in listing and "revoked" in listing and key.split("_", 2)[2] not in listing
 
 
 def test_a_jobs_creator_is_the_keys_name_not_a_header(private_api, tmp_path):

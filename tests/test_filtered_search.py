@@ -34,6 +34,18 @@ def test_hnsw_on_a_server_splits_the_band_where_the_graph_loses_matches(share, s
     assert not found.exact_rows
 
 
+@pytest.mark.parametrize(
+    ("share", "searches", "ef"), [(0.04, 1, 512), (0.08, 1, 1250), (0.2, 1, 512), (0.5, 1, 512)]
+)
+def test_with_split_max_rows_a_large_band_uses_one_wider_graph_search(share, searches, ef):
+    settings = SETTINGS.model_copy(update={"split_max_rows": 50_000})
+    total = 1_000_000
+    found = plan_search(settings, "HNSW", SERVER, LAYOUT, '(brand == "a")', 100, round(share * total), total)
+    assert (len(found.expressions), found.params["ef"]) == (searches, ef)
+    small = plan_search(settings, "HNSW", SERVER, LAYOUT, '(brand == "a")', 100, 8_000, 100_000)
+    assert len(small.expressions) == 2  # 8 % of 100k rows: few enough to split, exact
+
+
 def test_nothing_matching_is_answered_without_a_search():
     assert plan("HNSW", SERVER, 0.0).empty
 

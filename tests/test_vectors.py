@@ -158,6 +158,24 @@ def test_vectors_read_back_equal_what_was_written(store: VectorStore) -> None:
         np.testing.assert_allclose(vectors[record.id], record.vector.astype(np.float32), atol=1e-6)
 
 
+def test_each_search_hit_carries_its_own_stored_vector(store: VectorStore) -> None:
+    # several queries in one call: each query's hits are sliced from the one answer the server sent
+    written = {r.id: r.vector for r in crops("item-a", range(1, 13)) + crops("item-b", range(20, 26))}
+    store.upsert(COLLECTION, crops("item-a", range(1, 13)) + crops("item-b", range(20, 26)))
+    queries = np.stack([unit(2), unit(21), unit(7)])
+    answer = store.search(COLLECTION, queries, limit=6, with_vectors=True)
+    assert [len(hits) for hits in answer] == [6, 6, 6]
+    assert [hits[0].id for hits in answer] == [2, 21, 7]
+    for query, hits in zip(queries, answer, strict=True):
+        for hit in hits:
+            assert hit.vector is not None and hit.vector.dtype == np.float32
+            np.testing.assert_allclose(hit.vector, written[hit.id], atol=1e-6)
+            assert hit.score == pytest.approx(float(hit.vector @ query), abs=1e-5)  # cosine of unit rows
+    plain = store.search(COLLECTION, queries, limit=6)
+    assert [[h.id for h in hits] for hits in plain] == [[h.id for h in hits] for hits in answer]
+    assert all(h.vector is None and h.item_key for hits in plain for h in hits)
+
+
 def test_invalid_vectors_are_rejected(store: VectorStore) -> None:
     with pytest.raises(VectorStoreError, match="dimension 4"):
         store.upsert(COLLECTION, [CropRecord(1, np.ones(4, dtype=np.float32), "item-a", "shirt", fields())])

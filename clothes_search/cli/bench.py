@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,14 +25,11 @@ DEFAULT_IMAGES = (
 )
 
 
-def _timed(action: Callable[[], T], repeats: int) -> tuple[float, T]:
-    """Best wall time of ``repeats`` runs, and the last run's result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = action()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def _time_once(action: Callable[[], T]) -> tuple[float, T]:
+    """Wall time of one run of ``action``, and its result."""
+    start = time.perf_counter()
+    result = action()
+    return time.perf_counter() - start, result
 
 
 def _detect_all(pipeline: Pipeline, images: Sequence[Image.Image], batch: int) -> list:
@@ -57,7 +54,9 @@ def bench() -> None:
 @click.option("--count", default=64, show_default=True, help="Images per measurement (sources are repeated).")
 @click.option("--batch-size", "batch_sizes", multiple=True, type=int, default=(32,), show_default=True)
 @click.option("--forward-batch-size", type=int, help="Crops per forward pass (default: the settings').")
-@click.option("--repeats", default=1, show_default=True, help="Best of N runs.")
+@click.option(
+    "--repeats", default=3, show_default=True, help="Runs of each measurement; the median is printed."
+)
 @click.option(
     "--runtime",
     "runtimes",
@@ -77,7 +76,12 @@ def pipeline_bench(
     repeats: int,
     runtimes: Sequence[str],
 ) -> None:
-    """Images/second of the configured pipeline, whole and per stage, on decoded images in memory."""
+    """Images/second of the configured pipeline, whole and per stage, on decoded images in memory.
+
+    Every runtime's pipeline is loaded first; then each measurement is taken ``--repeats`` times with
+    the runtimes in turn (A B A B ...), so that a machine whose speed drifts slows them alike, and the
+    median is printed, with the embedding speed-up of each runtime over the first one.
+    """
     sources = list(images) or [p for p in DEFAULT_IMAGES if Path(p).is_file()]
     if not sources:
         raise click.ClickException("no benchmark images: pass some paths")
@@ -87,37 +91,63 @@ def pipeline_bench(
         # new objects each time: per-image caches (the shared pose estimation) must not carry over
         return [decoded[i % len(decoded)].copy() for i in range(count)]
 
-    batch_images = fresh_images()
-
-    click.echo(f"images: {', '.join(sources)} (repeated to {count})")
+    click.echo(f"images: {', '.join(sources)} (repeated to {count}); median of {repeats} runs, in turn")
     threads = cli.settings.pipeline.torch_threads or "default"
     click.echo(f"torch threads: {threads}, device: {cli.settings.pipeline.device}")
+    pipelines: dict[str, Pipeline] = {}
+    for runtime in runtimes:
+        settings = cli.settings.model_copy(deep=True)
+        if forward_batch_size:
+            settings.pipeline.forward_batch_size = forward_batch_size
+        settings.pipeline.runtime = InferenceRuntime(runtime)
+        pipelines[runtime] = Pipeline(settings).load()
+        pipelines[runtime].analyse(fresh_images()[:4])  # warm-up (and, once, the export and its check)
+    first = pipelines[runtimes[0]]
+    crops = [
+        crop
+        for image, garments in zip(decoded, first.detect(decoded), strict=True)
+        for crop in first.crop_garments(image, garments)
+    ]
+    crops = [crops[i % len(crops)] for i in range(round(count * len(crops) / len(decoded)))]
+    forward = first.settings.pipeline.effective_forward_batch_size()
+
+    def in_turn(measure: Callable[[Pipeline], object]) -> dict[str, float]:
+        """Median seconds of ``measure`` per runtime, the runtimes taking turns."""
+        seconds: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
+        for _ in range(repeats):
+            for runtime, pipeline in pipelines.items():
+                seconds[runtime].append(_time_once(lambda p=pipeline: measure(p))[0])
+        return {runtime: statistics.median(values) for runtime, values in seconds.items()}
+
     click.echo(f"| {'stage':<34} | runtime     | batch | items  | seconds |   rate          |")
     click.echo(f"|{'-' * 36}|-------------|-------|--------|---------|-----------------|")
-    for runtime, batch in itertools.product(runtimes, batch_sizes):
-        settings = cli.settings.model_copy(deep=True)
-        settings.pipeline.batch_size = batch
-        settings.pipeline.forward_batch_size = forward_batch_size or settings.pipeline.forward_batch_size
-        settings.pipeline.runtime = InferenceRuntime(runtime)
-        pipeline = Pipeline(settings).load()
-        signature = pipeline.signature
-        pipeline.analyse(batch_images[: min(batch, 4)])  # warm-up (and, once, the export and its check)
-        ran = "+".join(sorted({e.runtime for e in pipeline.embedders}))
-        seconds, detections = _timed(lambda p=pipeline, b=batch: _detect_all(p, fresh_images(), b), repeats)
-        detected_by = "+".join(sorted({d.runtime for d in pipeline.detectors}))
-        click.echo(
-            _row(f"detect x{len(pipeline.detectors)} + WBF", detected_by, batch, count, seconds, "img/s")
-        )
-        crops = [
-            crop
-            for image, garments in zip(batch_images, detections, strict=True)
-            for crop in pipeline.crop_garments(image, garments)
-        ]
-        for embedder in pipeline.embedders:
-            forward = settings.pipeline.effective_forward_batch_size()
-            seconds, _ = _timed(lambda e=embedder, b=forward, c=crops: e.embed(c, batch_size=b), repeats)
+    embedding: dict[str, float] = dict.fromkeys(runtimes, 0.0)
+    for index, embedder in enumerate(first.embedders):
+        timed = in_turn(lambda p, i=index: p.embedders[i].embed(crops, batch_size=forward))
+        for runtime, seconds in timed.items():
+            ran = pipelines[runtime].embedders[index].runtime
             stage = f"embed {embedder.name} (forward {forward})"
-            click.echo(_row(stage, embedder.runtime, batch, len(crops), seconds, "crops/s"))
-        seconds, _ = _timed(lambda p=pipeline: p.analyse(fresh_images()), repeats)
-        click.echo(_row("whole pipeline", ran, batch, count, seconds, "img/s"))
+            click.echo(_row(stage, ran, forward, len(crops), seconds, "crops/s"))
+            embedding[runtime] += seconds
+    for runtime, seconds in embedding.items():
+        click.echo(_row("embed, all models", runtime, forward, len(crops), seconds, "crops/s"))
+    for batch in batch_sizes:
+        for pipeline in pipelines.values():
+            pipeline.settings.pipeline.batch_size = batch
+        timed = in_turn(lambda p, b=batch: _detect_all(p, fresh_images(), b))
+        for runtime, seconds in timed.items():
+            detected_by = "+".join(sorted({d.runtime for d in pipelines[runtime].detectors}))
+            stage = f"detect x{len(first.detectors)} + WBF"
+            click.echo(_row(stage, detected_by, batch, count, seconds, "img/s"))
+        timed = in_turn(lambda p: p.analyse(fresh_images()))
+        for runtime, seconds in timed.items():
+            ran = "+".join(sorted({e.runtime for e in pipelines[runtime].embedders}))
+            click.echo(_row("whole pipeline", ran, batch, count, seconds, "img/s"))
+    baseline = runtimes[0]
+    for runtime in runtimes[1:]:
+        click.echo(
+            f"embedding speed-up {runtime} / {baseline}: {embedding[baseline] / embedding[runtime]:.2f}x "
+            f"(all models together)"
+        )
+    signature = first.signature
     click.echo(f"signature {signature.hash}: {signature.description}; {len(crops) / count:.2f} crops/image")

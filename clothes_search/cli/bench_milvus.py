@@ -199,17 +199,18 @@ class ExactTopK:
 
 
 @contextmanager
-def _store(settings: MilvusSettings, uri: str | None) -> Iterator[tuple[VectorStore, str]]:
-    """A store and a new collection name: in a fresh Milvus Lite file, or at ``uri`` (dropped after)."""
+def _store(settings: MilvusSettings, uri: str | None, keep: str | None) -> Iterator[tuple[VectorStore, str]]:
+    """A store and a collection name: a new one in a fresh Milvus Lite file, or at ``uri`` (dropped
+    after), or the one named ``keep`` at ``uri`` (kept, and reused when it is there)."""
     with tempfile.TemporaryDirectory(prefix="bench-milvus-") as tmp:
         target = uri or os.path.join(tmp, "bench.db")
-        collection = f"bench_{settings.partition_key}_{uuid.uuid4().hex[:8]}"
+        collection = keep or f"bench_{settings.partition_key}_{uuid.uuid4().hex[:8]}"
         timeout = max(settings.timeout_s, 600.0)  # filtered searches on Milvus Lite can be slow
         with VectorStore(settings.model_copy(update={"uri": target, "timeout_s": timeout})) as store:
             try:
                 yield store, collection
             finally:
-                if uri:  # a temporary Lite file goes with its directory
+                if uri and not keep:  # a temporary Lite file goes with its directory
                     store.drop_collection(collection)
 
 
@@ -243,15 +244,21 @@ def _run(
     vectors, categories = data.queries(opts["queries"])
     exact = ExactTopK(vectors, categories, top_k)
     idle = server_rss_mib(store.uri) if not store.is_local else None
-    store.ensure_collection(collection, data.dim)
+    reuse = store.has_collection(collection) and store.count(collection) == count
+    if not reuse:
+        store.ensure_collection(collection, data.dim)
     insert_s = 0.0
     for start in range(0, count, opts["batch"]):
         records, batch_vectors, meta = data.batch(start, min(opts["batch"], count - start))  # untimed
-        insert_s += _timed(lambda r=records: store.upsert(collection, r))
+        if not reuse:
+            insert_s += _timed(lambda r=records: store.upsert(collection, r))
         exact.add(start + 1, batch_vectors, meta)
-    _progress(f"inserted in {insert_s:.1f} s")
-    flush_s = _timed(lambda: store.flush(collection))
-    if store.is_local:
+    _progress(f"reusing {collection}" if reuse else f"inserted in {insert_s:.1f} s")
+    flush_s = 0.0 if reuse else _timed(lambda: store.flush(collection))
+    if reuse:
+        load_s = settle_s = 0.0
+        store.load(collection)
+    elif store.is_local:
         store.release(collection)
         load_s = _timed(lambda: store.load(collection))  # builds the missing segment indexes
         settle_s = _timed(wait_for_idle)
@@ -285,7 +292,7 @@ def _run(
         found_mean, expected_mean = np.mean(hits, axis=0)
         rows.append((scenario.name, len(times), p50, p95, found_mean, expected_mean, float(np.mean(recalls))))
     timings = {"insert": insert_s, "flush": flush_s, "load": load_s, "settle": settle_s}
-    if memory is not None and idle is not None:
+    if memory is not None and idle is not None and not reuse:  # reused: it was loaded before "idle"
         timings["memory_mib"], timings["idle_mib"] = memory, idle
     return timings, rows
 
@@ -308,12 +315,25 @@ def _run(
     help="Default: settings' (auto: HNSW on a server, IVF_FLAT on Milvus Lite).",
 )
 @click.option("--compare-partition-key", is_flag=True, help="Run with partition_key none and category.")
+@click.option(
+    "--keep",
+    metavar="COLLECTION",
+    help="With --uri: build into this collection and keep it; a later run with the same --count, --dim "
+    "and --seed reuses it (searches only).",
+)
 @click.option("--seed", default=0, show_default=True)
 @pass_cli
 def bench_milvus(
-    cli: CliContext, uri: str | None, index_type: str | None, compare_partition_key: bool, **opts: Any
+    cli: CliContext,
+    uri: str | None,
+    index_type: str | None,
+    compare_partition_key: bool,
+    keep: str | None,
+    **opts: Any,
 ) -> None:
     """Insert rate, filtered search latency (p50/p95) and recall of the vector store on synthetic crops."""
+    if keep and (not uri or compare_partition_key):
+        raise click.BadParameter("--keep needs --uri and one partition-key mode")
     if min(opts["count"], opts["dim"], opts["batch"], opts["queries"], opts["top_k"]) <= 0:
         raise click.BadParameter("--count, --dim, --batch, --queries and --top-k must be positive")
     base = cli.settings.milvus
@@ -331,7 +351,7 @@ def bench_milvus(
     )
     inserts, searches = [], []
     for mode in modes:
-        with _store(base.model_copy(update={"partition_key": mode}), uri) as (store, collection):
+        with _store(base.model_copy(update={"partition_key": mode}), uri, keep) as (store, collection):
             _progress(f"partition key {mode}: inserting {count} crops")
             timings, rows = _run(store, collection, data, opts)
         inserts.append((mode, timings))
@@ -344,6 +364,9 @@ def bench_milvus(
     click.echo("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for mode, t in inserts:
         total = t["insert"] + t["flush"] + t["load"] + t["settle"]
+        if not total:  # a kept collection, reused: nothing was written
+            click.echo(f"| {mode} | reused | – | – | – | – | – | – | – |")
+            continue
         memory, idle = t.get("memory_mib"), t.get("idle_mib", 0.0)
         rss = "–" if memory is None else f"{idle:,.0f} → {memory:,.0f} MiB"
         per_million = "–" if memory is None else f"{(memory - idle) * 1e6 / count / 1024:,.2f} GiB"

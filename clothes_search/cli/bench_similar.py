@@ -2,14 +2,15 @@
 
 Builds a temporary index of N synthetic crops (clustered unit vectors of the configured model
 signature's dimension, with realistic item metadata in SQLite, in a fresh Milvus Lite file or, with
-``--uri``, in temporary collections of a Milvus server), then sends real query photos to ``POST
-/similar`` through the WSGI app in this process (no socket) and prints p50 / p95 of the whole request
-and of each stage, with and without re-ranking and filters, and the share of the p50 spent outside
-detection and embedding.
+``--uri``, in temporary collections of a Milvus server; ``--keep DIR`` keeps it for the next run),
+then sends real query photos to ``POST /similar`` through the WSGI app in this process (no socket)
+and prints p50 / p95 of the whole request and of each stage, with and without re-ranking and
+filters, and the share of the p50 spent outside detection and embedding.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import click
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from clothes_search.cli.bench_milvus import wait_for_idle
 from clothes_search.cli.context import CliContext, pass_cli
@@ -91,6 +92,39 @@ def _fill(services: Services, count: int, batch: int, seed: int = 0) -> None:
     services.store.load(collection)
 
 
+def _build(services: Services, count: int, batch: int) -> None:
+    """A fresh live index of ``count`` synthetic crops, searchable from its built vector index."""
+    with services.database.session() as session:
+        if session.scalar(select(func.count()).select_from(Item)):
+            raise click.ClickException(
+                f"{services.settings.database.url} holds another benchmark's items: remove its folder"
+            )
+        version = ensure_index_version(
+            session, services.store, signature=services.pipeline.signature.hash,
+            dimension=services.pipeline.signature.dim,
+        )  # fmt: skip
+        activate(session, services.store, version)
+    _fill(services, count, batch)
+    _wait_until_searchable(services)
+    with services.database.session() as session:
+        assert session.scalar(select(Item.id).where(Item.sku == "sku-1")) is not None
+
+
+def _kept_index(services: Services, count: int) -> bool:
+    """Whether a kept folder already holds the live index of ``count`` crops (built by an earlier run)."""
+    with services.database.session() as session:
+        items = session.scalar(select(func.count()).select_from(Item))
+    if not items:
+        return False
+    collection = services.store.collection_name(services.pipeline.signature.hash)
+    if items != count or not services.store.has_collection(collection):
+        raise click.ClickException(
+            f"{services.settings.database.url}: an incomplete index; remove its folder"
+        )
+    services.store.load(collection)
+    return True
+
+
 def _wait_until_searchable(services: Services) -> None:
     store = services.store
     if store.is_local:
@@ -121,9 +155,15 @@ def _percentiles(values: list[float]) -> str:
 @click.option("--queries", default=30, show_default=True, help="Requests per mode.")
 @click.option("--batch", default=2000, show_default=True, help="Rows per insert.")
 @click.option("--uri", help="A Milvus server (temporary collections, dropped after) instead of Milvus Lite.")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep each size's index in this folder (SQLite, and the Lite file or the server's collections) "
+    "and reuse it on the next run with the same folder, instead of building it again.",
+)
 @pass_cli
 def bench_similar(
-    cli: CliContext, counts: tuple[int, ...], queries: int, batch: int, uri: str | None
+    cli: CliContext, counts: tuple[int, ...], queries: int, batch: int, uri: str | None, keep: Path | None
 ) -> None:
     """p50 / p95 latency (ms) of POST /similar, whole and per stage, at each index size."""
     from search.api_services import ApiServices
@@ -134,8 +174,11 @@ def bench_similar(
     header = "| crops | mode | total | " + " | ".join(STAGES) + " | outside models |"
     lines = [header, "|" + "---|" * (4 + len(STAGES))]
     for count in counts:
-        workdir = Path(tempfile.mkdtemp(prefix="cs-bench-similar-"))
-        prefix = f"bench_{uuid.uuid4().hex[:8]}"
+        workdir = keep / f"crops-{count}" if keep else Path(tempfile.mkdtemp(prefix="cs-bench-similar-"))
+        workdir.mkdir(parents=True, exist_ok=True)
+        # a kept index has a name of its own on a server, so that two folders never share one
+        tag = hashlib.sha1(str(workdir.resolve()).encode()).hexdigest()[:8] if keep else uuid.uuid4().hex[:8]
+        prefix = f"bench_{tag}"
         milvus = {
             **cli.settings.milvus.model_dump(),
             "uri": uri or str(workdir / "milvus.db"),
@@ -144,23 +187,20 @@ def bench_similar(
         }
         try:
             settings = Settings.load(
-                cli.config_file, database={"url": f"sqlite:///{workdir / 'catalog.db'}"}, milvus=milvus
+                cli.config_file,
+                database={"url": f"sqlite:///{workdir / 'catalog.db'}"},
+                milvus=milvus,
+                api={"search_rate_limit": "1000000/minute"},  # latency, not the limits, is measured
             )
             migrate.upgrade(settings.database)
             app = create_app(settings)
             services = ApiServices.of(app).services
             started = time.perf_counter()
-            with services.database.session() as session:
-                version = ensure_index_version(
-                    session, services.store, signature=services.pipeline.signature.hash,
-                    dimension=services.pipeline.signature.dim,
-                )  # fmt: skip
-                activate(session, services.store, version)
-            _fill(services, count, batch)
-            _wait_until_searchable(services)
-            with services.database.session() as session:
-                assert session.scalar(select(Item.id).where(Item.sku == "sku-1")) is not None
-            click.echo(f"{count} crops indexed in {time.perf_counter() - started:.0f}s", err=True)
+            if _kept_index(services, count):
+                click.echo(f"reusing the {count} crops kept in {workdir}", err=True)
+            else:
+                _build(services, count, batch)
+                click.echo(f"{count} crops indexed in {time.perf_counter() - started:.0f}s", err=True)
             client = app.test_client()
             client.post("/similar?rerank=none", data=photos[0], content_type="image/jpeg")  # warm-up
             for name, params in MODES:
@@ -185,9 +225,10 @@ def bench_similar(
                     f"| {count} | {name} | {_percentiles(totals)} | {cells} "
                     f"| {np.percentile(outside, 50):.0f} ms = {share:.0%} |"
                 )
-            if uri:
+            if uri and not keep:
                 _drop(services)
             ApiServices.of(app).close()
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(workdir, ignore_errors=True)
     click.echo("\n".join(lines))
