@@ -272,6 +272,19 @@ class MilvusSettings(BaseModel):
     ann_min_fraction: float = Field(
         0.3, gt=0, le=1, description="HNSW on a server: filters keeping this share or more use the graph."
     )
+    split_max_rows: int | None = Field(
+        None,
+        ge=0,
+        description="HNSW on a server: a filter between exact_fraction and ann_min_fraction of the rows is "
+        "split into exact sub-searches up to this many rows (None: always, exact); more rows use the graph "
+        "with a wider ef: faster at a million rows on few cores, recall ~0.99 instead of 1 (README).",
+    )
+    filtered_ef_factor: float = Field(
+        1.0,
+        gt=0,
+        description="HNSW on a server, the graph under a filter: ef = factor x limit / the filter's share "
+        "(at least search_ef).",
+    )
     attribute_fields: dict[str, Literal["string", "int", "float", "bool"]] = Field(
         default_factory=lambda: {"color": "string"},
         description="Attributes merchandisers filter on, stored as typed scalar fields of their own (new "
@@ -354,6 +367,12 @@ class ApiSettings(BaseModel):
         None,
         description="Where rate-limit counters live (redis://...); default: the broker, else in-process.",
     )
+    blas_threads: int = Field(
+        1,
+        gt=0,
+        description="BLAS threads of an API process (numpy's re-ranking, QE, re-scoring): its matrices "
+        "are small and requests run side by side, so more threads only fight over the cores.",
+    )
 
 
 class SearchSettings(BaseModel):
@@ -369,6 +388,29 @@ class SearchSettings(BaseModel):
     query_expansion: bool = Field(False, description="Average query expansion (unhelpful in the paper).")
     qe_top_n: int = Field(5, gt=0)
     overfetch: int = Field(4, gt=0, description="Without re-ranking, fetch k x this many crops.")
+
+
+class VersionSettings(BaseModel):
+    """Index versions side by side: building one beside the live one, switching, rolling back."""
+
+    retention_s: float = Field(
+        86_400.0,
+        ge=0,
+        description="A retired version keeps receiving the catalog's writes, and can be made live again "
+        "(a roll back), for this long after it was retired; then `index gc` may drop it.",
+    )
+    heartbeat_s: float = Field(
+        2.0, gt=0, description="How often each API process looks at the versions and reports its models."
+    )
+    preload_building: bool = Field(
+        True,
+        description="API processes load the models of versions being built, so that a switch to one "
+        "never waits for them (costs their memory in every API process during a build).",
+    )
+    activation_timeout_s: float = Field(
+        300.0, gt=0, description="`index activate` waits this long for every API process to load the models."
+    )
+    build_batch_size: int = Field(16, gt=0, le=256, description="Items per `index build` batch (task).")
 
 
 class CategorySettings(BaseModel):
@@ -467,6 +509,8 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
+    read_environment: ClassVar[bool] = True  # the CLOTHES_SEARCH_* variables (see load)
+
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="Folder of the embedded defaults: catalog.db, milvus.db, models/ "
@@ -494,6 +538,7 @@ class Settings(BaseSettings):
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    versions: VersionSettings = Field(default_factory=VersionSettings)
 
     @field_validator("detectors", "embedders")
     @classmethod
@@ -542,27 +587,31 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if not getattr(settings_cls, "read_environment", True):
+            return (init_settings, ConfigFileSource(settings_cls))
         return (init_settings, env_settings, ConfigFileSource(settings_cls))
 
     @classmethod
-    def load(cls, config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    def load(
+        cls, config_file: Path | str | None = None, *, environment: bool = True, **overrides: Any
+    ) -> Settings:
         """Build the settings from overrides, the environment and a TOML file.
 
         The file is ``config_file``, else the one ``CLOTHES_SEARCH_CONFIG`` names (so every entry
-        point — click, gunicorn, Celery — sees the same settings), else none.
+        point — click, gunicorn, Celery — sees the same settings), else none. Without ``environment``
+        the ``CLOTHES_SEARCH_*`` variables are not read (what a given file alone says).
         """
         from pydantic import ValidationError
 
-        if config_file is None:
+        if config_file is None and environment:
             config_file = os.environ.get(CONFIG_ENV) or None
-        source_cls: type[Settings] = cls
+        attributes: dict[str, Any] = {"read_environment": environment}
         if config_file is not None:
             path = Path(config_file)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
-            source_cls = type(
-                "SettingsFromFile", (cls,), {"model_config": {**cls.model_config, "toml_file": path}}
-            )
+            attributes["model_config"] = {**cls.model_config, "toml_file": path}
+        source_cls: type[Settings] = type("SettingsFromFile", (cls,), attributes)
         try:
             return source_cls(**overrides)
         except ValidationError as exc:

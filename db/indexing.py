@@ -8,8 +8,9 @@ hits with crop rows and drops hits that have none):
    redelivered write replaces rows in place and never duplicates them. The version's
    post-processed versions (:mod:`db.postprocessed_versions`) get the same ids, transformed.
 2. **One database transaction**: the item's old crop rows of this index version are
-   replaced by the new ones, and the item is marked ``indexed`` with the image's hash.
-   This commit is the moment the replacement becomes visible to search.
+   replaced by the new ones, its :class:`~db.models.VersionItem` row records the image they come
+   from, and the item is marked ``indexed`` with the image's hash (not by a re-index, which leaves
+   the item's state to ingestion). This commit is the moment the replacement becomes visible.
 3. **Milvus delete** of the items' other vectors (their previous crops), in every collection.
 
 A crash after 1 leaves vectors without crop rows (invisible to search); a crash after 2
@@ -29,7 +30,7 @@ import numpy as np
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from db.models import Crop, IndexVersion, Item, ItemStatus, utcnow
+from db.models import Crop, IndexVersion, Item, ItemStatus, VersionItem, utcnow
 from db.postprocessed_versions import derived_versions, write_to_derived
 from db.session import Database
 from db.vectors import CropRecord, ItemFields, VectorStore
@@ -72,13 +73,21 @@ class ItemCrops:
 
 
 def index_items(
-    database: Database, store: VectorStore, version_id: int, batch: Sequence[ItemCrops]
+    database: Database,
+    store: VectorStore,
+    version_id: int,
+    batch: Sequence[ItemCrops],
+    *,
+    mark_indexed: bool = True,
+    retention_s: float = 0.0,
 ) -> dict[str, list[int]]:
     """Store each item's crops in index version ``version_id``, replacing its previous ones.
 
     Runs the three steps of the module docstring for the whole batch: one Milvus upsert, one
     database transaction, one Milvus delete. Returns the new crop ids per sku written; an entry whose
     ``claimed_source`` is no longer its item's image source is left out (nothing of it is written).
+    Without ``mark_indexed`` (``index build``) the items' own state is left as it is. The version's
+    post-processed versions get the vectors too, retired ones for ``retention_s``.
     """
     if not batch:
         return {}
@@ -119,16 +128,28 @@ def index_items(
                 for cid, c in zip(ids, entry.crops, strict=True)
             )
         collection = version.collection_name
-        derived = derived_versions(session, version.id)
+        derived = derived_versions(session, version.id, retention_s)
         if records:
             store.upsert(collection, records)  # step 1, then the same crops in its post-processed versions
             write_to_derived(store, version, derived, records)
         collections = [collection, *(v.collection_name for v in derived)]
         item_ids = [items[entry.sku].id for entry in written]
         session.execute(delete(Crop).where(Crop.item_id.in_(item_ids), Crop.index_version_id == version.id))
+        session.execute(
+            delete(VersionItem).where(VersionItem.item_id.in_(item_ids), VersionItem.version_id == version.id)
+        )
         now = utcnow()
         for entry in written:
             item = items[entry.sku]
+            session.add(
+                VersionItem(
+                    version_id=version.id,
+                    item_id=item.id,
+                    content_hash=entry.content_hash,
+                    source=entry.claimed_source if entry.claimed_source is not None else item.image_url,
+                    indexed_at=now,
+                )
+            )
             session.add_all(
                 Crop(
                     id=cid,
@@ -145,6 +166,8 @@ def index_items(
                 )
                 for cid, c in zip(new_ids[entry.sku], entry.crops, strict=True)
             )
+            if not mark_indexed:
+                continue
             item.status = ItemStatus.INDEXED
             item.content_hash = entry.content_hash
             item.indexed_at = now

@@ -158,6 +158,17 @@ class IndexVersion(Base):
     )
     postprocess: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     whitening: Mapped[bytes | None] = mapped_column(LargeBinary, doc="The fitted PCA whitening (.npz bytes).")
+    models: Mapped[dict[str, Any]] = mapped_column(
+        JSON,
+        default=dict,
+        server_default="{}",
+        doc="The model set the version is built with (detectors, fusion, embedders): any process can "
+        "load them to serve or fill it (see ingestion.model_sets). Empty for versions made before.",
+    )
+    activation_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True),
+        doc="`index activate` waits for every API process to load this version's models.",
+    )
 
     @property
     def rows_version_id(self) -> int:
@@ -202,6 +213,39 @@ class Crop(Base):
     @property
     def box(self) -> list[float]:
         return [self.x1, self.y1, self.x2, self.y2]
+
+
+class VersionItem(Base):
+    """An item an index version holds, and the image it was computed from (build progress, resumption).
+
+    Written in the same transaction as the item's crop rows of that version (:mod:`db.indexing`), so a
+    version holds the item exactly when this row exists; ``source`` is the item's image source then.
+    """
+
+    __tablename__ = "version_items"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("index_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ServingProcess(Base):
+    """A process that serves or fills index versions, and the model signatures it has loaded (a heartbeat:
+    ``seen_at``). ``index activate`` waits until every API process seen lately has the new models."""
+
+    __tablename__ = "serving_processes"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True, doc="host:pid")
+    role: Mapped[str] = mapped_column(String(16))
+    signatures: Mapped[list[str]] = mapped_column(JSON, default=list)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ApiKey(Base):

@@ -9,12 +9,13 @@ vector after:
 2. **PCA whitening** (``pca_dim``): fitted on (a sample of) the base version's raw vectors, stored
    with the version, applied to the augmented vectors here and to every query vector at search time.
 
-The derived version shares its base's crop rows (:attr:`IndexVersion.rows_version_id`), so search,
-reconcile and deletion need no second set of rows. While it is not retired, ingestion into the base
-(:func:`db.indexing.index_items`) writes each new vector to it too, augmented with its neighbours
-in the base collection at that moment (the rows already indexed are not re-augmented: rebuild the
-version to refresh them). Build order: the version row is committed (with its whitening) before the
-snapshot is read, so items ingested during a build are written by ingestion itself.
+The derived version shares its base's crop rows (:attr:`IndexVersion.rows_version_id`) and models,
+so search, reconcile and deletion need no second set of rows. While it is not retired (or retired
+but retained, see :mod:`db.index_versions`), ingestion into the base (:func:`db.indexing.index_items`)
+writes each new vector to it too, augmented with its neighbours in the base collection at that
+moment (the rows already indexed are not re-augmented: rebuild the version to refresh them). Build
+order: the version row is committed (with its whitening) before the snapshot is read, so items
+ingested during a build are written by ingestion itself.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from db.index_versions import retained_since
 from db.models import IndexState, IndexVersion
 from db.session import Database
 from db.vector_transforms import DBA_WEIGHTS, PCAWhitening, augment_one, database_side_augmentation
@@ -117,14 +119,15 @@ def version_transform(version: IndexVersion) -> VersionTransform | None:
         return cached
 
 
-def derived_versions(session: Session, base_version_id: int) -> list[IndexVersion]:
-    """The post-processed versions of a base that ingestion keeps up to date (those not retired)."""
+def derived_versions(session: Session, base_version_id: int, retention_s: float = 0.0) -> list[IndexVersion]:
+    """The post-processed versions of a base that ingestion keeps up to date: those not retired, and
+    those retired less than ``retention_s`` ago (they may be made live again)."""
+    retained = or_(
+        IndexVersion.state != IndexState.RETIRED,
+        and_(IndexVersion.retired_at.is_not(None), IndexVersion.retired_at > retained_since(retention_s)),
+    )
     return list(
-        session.scalars(
-            select(IndexVersion).where(
-                IndexVersion.base_version_id == base_version_id, IndexVersion.state != IndexState.RETIRED
-            )
-        )
+        session.scalars(select(IndexVersion).where(IndexVersion.base_version_id == base_version_id, retained))
     )
 
 
@@ -201,6 +204,7 @@ def build_postprocessed_version(
             "signature_description": base.signature_description,
             "signature_spec": base.signature_spec,
             "index_params": base.index_params,
+            "models": base.models,
         }
     store.flush(base_collection)
     started = time.perf_counter()

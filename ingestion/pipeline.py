@@ -86,6 +86,11 @@ class Pipeline:
         return self
 
     @property
+    def loaded(self) -> bool:
+        """Whether every model is loaded (:meth:`load` ran)."""
+        return self._loaded
+
+    @property
     def signature(self) -> ModelSignature:
         if self._signature is None:
             for embedder in self.embedders:  # the detectors play no part in the vectors' identity
@@ -137,19 +142,32 @@ class Pipeline:
             return np.zeros((0, sum(f.shape[1] for f in features)), dtype=np.float32)
         return concatenate_features(features, self.embedder_weights)
 
-    def analyse(self, images: Sequence[Image.Image]) -> list[ImageAnalysis]:
-        """Detect, fuse, crop and embed a list of RGB images, ``pipeline.batch_size`` at a time."""
+    def analyse(
+        self,
+        images: Sequence[Image.Image],
+        detections: Sequence[list[FusedDetection]] | None = None,
+    ) -> list[ImageAnalysis]:
+        """Detect, fuse, crop and embed a list of RGB images, ``pipeline.batch_size`` at a time.
+
+        ``detections``: the images' garments found already (by :meth:`detect` of a pipeline with the
+        same detectors and fusion), so that only the embedders run.
+        """
+        if detections is not None and len(detections) != len(images):
+            raise ValueError(f"{len(detections)} detections for {len(images)} images")
         results: list[ImageAnalysis] = []
         batch = self.settings.pipeline.batch_size
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
-            detections = self.detect(chunk)
+            if detections is None:
+                detections_of_chunk = self.detect(chunk)
+            else:
+                detections_of_chunk = list(detections[start : start + batch])
             crops: list[Image.Image] = []
-            for image, garments in zip(chunk, detections, strict=True):
+            for image, garments in zip(chunk, detections_of_chunk, strict=True):
                 crops.extend(self.crop_garments(image, garments))
             vectors = self.embed_crops(crops)
             offset = 0
-            for image, garments in zip(chunk, detections, strict=True):
+            for image, garments in zip(chunk, detections_of_chunk, strict=True):
                 count = len(garments)
                 results.append(
                     ImageAnalysis(

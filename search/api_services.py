@@ -18,11 +18,13 @@ import threading
 from collections.abc import Sequence
 
 from flask import Flask
+from threadpoolctl import threadpool_limits
 
 from clothes_search.services import Services
 from clothes_search.settings import Settings
 from db.api_keys import ROLES_OF_BOOTSTRAP_KEY, ensure_key
 from search.request_limits import RequestLimits
+from search.version_watch import VersionWatcher
 from workers.dispatch import Dispatcher, make_dispatcher
 
 EXTENSION = "clothes_search"
@@ -41,6 +43,7 @@ class ApiServices:
         self._dispatcher: Dispatcher | None = None
         self._limits: RequestLimits | None = None
         self._bootstrapped = settings.api.bootstrap_admin_key is None
+        self._watcher: VersionWatcher | None = None
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION] = self
@@ -62,9 +65,22 @@ class ApiServices:
         """
         with self._lock:
             if self._services is None:
+                # in the process that serves: the query-time numpy of its requests on one thread each
+                threadpool_limits(self.settings.api.blas_threads, user_api="blas")
                 milvus = self.settings.milvus.model_copy(update={"load_on_read": False})
                 self._services = Services(self.settings.model_copy(update={"milvus": milvus}))
             return self._services
+
+    def watch_versions(self) -> None:
+        """Follow the index versions from now on (a serving process): load the models of the live version
+        (and of those being built or about to go live) now and as they change; see
+        :mod:`search.version_watch`."""
+        services = self.services
+        with self._lock:
+            if self._watcher is not None:
+                return
+            watcher = self._watcher = VersionWatcher(services)
+        watcher.start()
 
     @property
     def limits(self) -> RequestLimits:
@@ -100,9 +116,13 @@ class ApiServices:
             return self._dispatcher
 
     def close(self) -> None:
-        """Finish the in-process ingestion already accepted, then close connections."""
+        """Finish the in-process ingestion already accepted, stop following the versions, then close
+        connections."""
         with self._lock:
             dispatcher, self._dispatcher = self._dispatcher, None
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
         if dispatcher is not None:
             dispatcher.close()
         with self._lock:

@@ -5,8 +5,9 @@ choose garments → embed → the live index → ANN candidates → re-order (QE
 - :func:`choose_garments`: the query image's garments (detected, the largest one, or a given box);
 - :func:`embed_garments`: their crops' concatenated vectors (the models' raw space);
 - :func:`live_index`: the live index version, read once per request: the collection searched, the
-  version whose crop rows the hits are joined with and its transform (a PCA-whitened version maps
-  query vectors into its space), all consistent with each other;
+  version whose crop rows the hits are joined with, its transform (a PCA-whitened version maps
+  query vectors into its space) and its models (:func:`version_pipeline`: the whole request detects
+  and embeds with them), all consistent with each other;
 - :func:`find_candidates`: the ANN top-K' per garment with the merchandiser filter, with the
   candidates' stored vectors when re-ordering needs them;
 - :func:`reorder_candidates`: pure numpy; QE re-scores by cosine, k-reciprocal scores are
@@ -18,18 +19,20 @@ choose garments → embed → the live index → ANN candidates → re-order (QE
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 from sqlalchemy import select
+from sqlalchemy.orm import defer
 
 from clothes_search.errors import ClothesSearchError
+from clothes_search.services import Services
 from clothes_search.settings import SearchSettings
 from db.filters import CatalogFilter
 from db.index_versions import live_version
-from db.models import Crop, Item
+from db.models import Crop, IndexVersion, Item
 from db.postprocessed_versions import VersionTransform, version_transform
 from db.session import Database
 from db.vectors import VectorStore
@@ -84,6 +87,7 @@ class LiveIndex:
     signature: str
     transform: VersionTransform | None  # a post-processed version's transform, None for a base one
     quantised: bool = False  # its vector index approximates the vectors (IVF_SQ8): re-score candidates
+    models: dict[str, Any] = field(default_factory=dict)  # the version's recorded model set
 
     def query_vectors(self, vectors: np.ndarray) -> np.ndarray:
         """Raw query vectors in this version's space (whitened for a PCA-whitened version)."""
@@ -93,13 +97,15 @@ class LiveIndex:
 QUANTISED_INDEXES = frozenset({"IVF_SQ8", "IVF_PQ", "HNSW_SQ", "HNSW_PQ"})
 
 
-def live_index(database: Database, signature: str) -> LiveIndex:
-    """The live version, which must have been built with the models of ``signature``."""
+def live_index(database: Database, signature: str | None = None) -> LiveIndex:
+    """The live version; with ``signature``, it must have been built with those models (the evaluation,
+    which runs its own pipeline)."""
     with database.session() as session:
-        version = live_version(session)
+        # the whitening (a post-processed version's PCA, megabytes) is read only when not yet cached
+        version = live_version(session, defer(IndexVersion.whitening), defer(IndexVersion.signature_spec))
         if version is None:
             raise IndexNotReadyError("no live index yet: ingest a catalog first")
-        if version.signature != signature:
+        if signature is not None and version.signature != signature:
             raise IndexNotReadyError(
                 f"the live index was built with models {version.signature} "
                 f"({version.signature_description}); this server runs {signature}: "
@@ -111,7 +117,16 @@ def live_index(database: Database, signature: str) -> LiveIndex:
             signature=version.signature,
             transform=version_transform(version),
             quantised=(version.index_params or {}).get("index_type") in QUANTISED_INDEXES,
+            models=dict(version.models or {}),
         )
+
+
+def version_pipeline(services: Services, index: LiveIndex) -> Pipeline:
+    """The models of the version a request reads (loaded ahead by the API's version watch)."""
+    try:
+        return services.pipeline_for(index.signature, index.models)
+    except ClothesSearchError as exc:
+        raise IndexNotReadyError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,10 @@ class Candidates:
     ids: list[int]
     scores: np.ndarray  # (K,) float32
     vectors: np.ndarray | None = None  # (K, d) float32, row i belongs to ids[i]
+    item_keys: list[str] | None = None  # the vector store's item key (sku) of each crop
+
+    def keys_by_id(self) -> dict[int, str]:
+        return {crop_id: key for crop_id, key in zip(self.ids, self.item_keys or (), strict=False) if key}
 
 
 def find_candidates(
@@ -165,20 +184,19 @@ def find_candidates(
     with_vectors: bool = False,
 ) -> list[Candidates]:
     """The ``limit`` nearest crops of each query row (in the index's space) that match ``filter``,
-    from one call to the vector store; with ``with_vectors`` they carry their stored vectors."""
-    hits = store.search(
-        index.collection, vectors, limit=limit, filter=filter, with_vectors=with_vectors, with_keys=False
-    )
+    from one call to the vector store, with their item keys; with ``with_vectors`` they carry their
+    stored vectors."""
+    hits = store.search(index.collection, vectors, limit=limit, filter=filter, with_vectors=with_vectors)
     out: list[Candidates] = []
     for row in hits:
         ids = [h.id for h in row]
         scores = np.array([h.score for h in row], dtype=np.float32)
-        if not with_vectors:
-            out.append(Candidates(ids, scores))
-            continue
-        dim = vectors.shape[1]
-        matrix = np.stack([h.vector for h in row]) if row else np.zeros((0, dim), np.float32)
-        out.append(Candidates(ids, scores, matrix))
+        keys = [h.item_key for h in row]
+        matrix = None
+        if with_vectors:
+            dim = vectors.shape[1]
+            matrix = np.stack([h.vector for h in row]) if row else np.zeros((0, dim), np.float32)
+        out.append(Candidates(ids, scores, matrix, keys))
     return out
 
 
@@ -232,16 +250,17 @@ def crop_rows(database: Database, rows_version_id: int, ids: Sequence[int]) -> d
         return {}
     with database.session() as session:
         # by primary key only: with the version in the WHERE clause SQLite walks that version's index
-        # (every crop of it) instead of looking the ids up; the version is checked here instead
+        # (every crop of it) instead of looking the ids up; the version is checked here instead. Only
+        # the crop columns a result shows are read (not its detectors' JSON nor timestamps).
         found = session.execute(
-            select(Crop, Item)
+            select(Crop.id, Crop.index_version_id, Crop.x1, Crop.y1, Crop.x2, Crop.y2, Crop.category, Item)
             .join(Item, Crop.item_id == Item.id)
             .where(Crop.id.in_(list(dict.fromkeys(ids))))
         ).all()
         return {
-            crop.id: CropRow(crop.box, crop.category, item)
-            for crop, item in found
-            if crop.index_version_id == rows_version_id
+            crop_id: CropRow([x1, y1, x2, y2], category, item)
+            for crop_id, version_id, x1, y1, x2, y2, category, item in found
+            if version_id == rows_version_id
         }
 
 
@@ -269,8 +288,45 @@ def load_matches(
     rankings: Sequence[tuple[Sequence[int], np.ndarray]],
     k: int,
     collapse: bool,
+    item_keys: Mapping[int, str] | None = None,
 ) -> list[list[Match]]:
     """Each garment's ranked ``(ids, scores)`` as matches (:func:`rank_matches`), every garment's rows
-    read in one database round trip."""
-    rows = crop_rows(database, rows_version_id, [i for ids, _ in rankings for i in ids])
-    return [rank_matches(ids, scores, rows, k, collapse) for ids, scores in rankings]
+    read in one database round trip.
+
+    With ``item_keys`` (crop id -> item key, as the vector store has them) only the crops that can be
+    results are read: the first ``k`` (with ``collapse``, the first crop of each of the first ``k``
+    items), not the whole candidate pool. Where one of them has no row (an orphan vector) and the
+    garment falls short of ``k``, its other candidates are read in a second round trip.
+    """
+    leading = [_leading_ids(ids, item_keys, k, collapse) for ids, _ in rankings]
+    rows = crop_rows(database, rows_version_id, [i for ids in leading for i in ids])
+    out = []
+    for (ids, scores), read in zip(rankings, leading, strict=True):
+        matches = rank_matches(ids, scores, rows, k, collapse)
+        if len(matches) < k and len(read) < len(ids):
+            rows.update(crop_rows(database, rows_version_id, [i for i in ids if i not in rows]))
+            matches = rank_matches(ids, scores, rows, k, collapse)
+        out.append(matches)
+    return out
+
+
+def _leading_ids(
+    ids: Sequence[int], item_keys: Mapping[int, str] | None, k: int, collapse: bool
+) -> list[int]:
+    """The ids whose rows make the first ``k`` results when every one of them has a row."""
+    if item_keys is None:
+        return list(ids)
+    if not collapse:
+        return list(ids[:k])
+    seen: set[str] = set()
+    out = []
+    for crop_id in ids:
+        key = item_keys.get(crop_id)
+        if key is None:  # not known here: read them all
+            return list(ids)
+        if key not in seen:
+            seen.add(key)
+            out.append(crop_id)
+            if len(out) == k:
+                break
+    return out

@@ -1,6 +1,8 @@
 """The ``/similar`` service: query image → garments → ANN in Milvus → re-ranking → catalog rows.
 
-Per garment of the query image, the stages of :mod:`search.query_stages`: its vector (whitened
+The live version is read first; its models detect and embed (an index version switch between two
+requests changes the models, never inside one). Per garment of the query image, the stages of
+:mod:`search.query_stages`: its vector (whitened
 when the live index version is PCA-whitened, see :mod:`db.postprocessed_versions`), Milvus top-K'
 (``search.rerank_depth``) with the merchandiser filter, optional average query expansion,
 optional k-reciprocal re-ranking on the query and the candidates' stored vectors, then the crops'
@@ -31,6 +33,7 @@ from search.query_stages import (
     live_index,
     load_matches,
     reorder_candidates,
+    version_pipeline,
 )
 
 
@@ -84,17 +87,15 @@ def search_similar(
     """
     settings = services.settings.search
     watch = _Stopwatch(timings if timings is not None else {})
-    pipeline = services.pipeline
+    with watch.stage("db"):
+        index = live_index(services.database)  # once: its collection, rows and models serve the request
+    pipeline = version_pipeline(services, index)
     choice = query.garment.scaled(1 / scale) if isinstance(query.garment, Box) else query.garment
     with watch.stage("detect"):
         garments = choose_garments(pipeline, image, choice)
     with watch.stage("embed"):
-        vectors = embed_garments(pipeline, image, garments)
-    with watch.stage("db"):
-        index = live_index(services.database, pipeline.signature.hash)
+        vectors = index.query_vectors(embed_garments(pipeline, image, garments))
     params = ReorderParams.from_settings(settings, query.rerank, query.query_expansion, index.quantised)
-    with watch.stage("embed"):
-        vectors = index.query_vectors(vectors)
     depth = settings.rerank_depth if params.reorders else query.k * settings.overfetch
     with watch.stage("ann"):
         candidates = find_candidates(
@@ -112,7 +113,10 @@ def search_similar(
     if not params.reorders:
         watch.timings.pop("rerank", None)
     with watch.stage("db"):
-        matches = load_matches(services.database, index.rows_version_id, rankings, query.k, query.collapse)
+        keys = {crop_id: key for found in candidates for crop_id, key in found.keys_by_id().items()}
+        matches = load_matches(
+            services.database, index.rows_version_id, rankings, query.k, query.collapse, keys
+        )
     return SimilarResult(
         signature=index.signature,
         garments=[

@@ -327,3 +327,32 @@ def test_one_row_the_vector_store_refuses_fails_alone_with_celery_workers(
     assert final["V-05"][0] == ItemStatus.FAILED and "attributes.size: declared int" in final["V-05"][1]
     assert not [sku for sku, (status, _) in final.items() if status == ItemStatus.PROCESSING]
     database.dispose()
+
+
+def test_index_build_fills_a_new_version_on_the_workers_admin_queue(environment, workers, images, tmp_path):
+    skus = [f"R-{i:02d}" for i in range(10)]
+    rows = [
+        {"sku": sku, "image_url": images.add(f"/{sku}.jpg", Response(jpeg((20 * i, 90, 200 - 15 * i)))),
+         "category": "top"}
+        for i, sku in enumerate(skus)
+    ]  # fmt: skip
+    workers()
+    assert (
+        run_cli(environment, "ingest", str(write_feed(tmp_path / "feed.jsonl", rows)), "--wait").returncode
+        == 0
+    )
+    models = tmp_path / "new.toml"  # the same network at another input size: other vectors, another version
+    models.write_text(
+        '[[detectors]]\nname = "whole"\nbackend = "whole_image"\n\n'
+        '[[embedders]]\nname = "lite0s"\nbackend = "efficientnet_lite"\nmodel = "lite0"\nimage_size = 192\n'
+    )
+    built = run_cli(environment, "index", "build", "--config", str(models), "--in-flight", "1")
+    assert built.returncode == 0, built.stdout + built.stderr
+    report = json.loads(built.stdout)
+    assert report["embedded"] == 10 and report["complete"], report
+    assert "clothes_search.reindex_batch" in (tmp_path / "worker0.log").read_text()  # the workers did it
+    status = json.loads(run_cli(environment, "index", "status", "--json").stdout)["versions"]
+    assert [(v["state"], v["items_held"], v["vectors"]) for v in status] == [
+        ("live", 10, 10),
+        ("building", 10, 10),
+    ]

@@ -159,7 +159,7 @@ def test_an_item_whose_deliveries_keep_dying_gives_up_instead_of_looping(service
         submitted = submit_rows(services.database, None, rows({"sku": "D", "image_url": url}), source="t")
         version = services.target_version_id()
         for _ in range(2):  # two deliveries whose worker died (killed for memory, say)
-            claim_items(services.database, ["D"], uuid.uuid4().hex, 0.001, version)
+            claim_items(services.database, ["D"], uuid.uuid4().hex, 0.001, [version])
             with services.database.session() as session:
                 session.scalar(select(Item).where(Item.sku == "D")).claimed_at = utcnow() - timedelta(hours=1)
         batch = prepare_batch(services, ["D"], token="third", job_id=submitted.job_id)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from clothes_search.cli import main
-from clothes_search.settings import DatabaseSettings, MilvusSettings
+from clothes_search.settings import DatabaseSettings, MilvusSettings, VersionSettings
 from db import migrate
 from db.index_versions import activate, ensure_index_version, live_version
 from db.indexing import ItemCrops, NewCrop, delete_item, index_items
@@ -26,6 +26,7 @@ from db.reconcile import reconcile
 from db.session import Database
 from db.vector_transforms import PCAWhitening, augment_one, database_side_augmentation
 from db.vectors import VectorStore
+from db.version_lifecycle import VersionRefusedError, activate_when_ready
 
 DIM = 12
 ITEMS = 30
@@ -142,7 +143,7 @@ def test_reconcile_repairs_the_derived_version_through_its_base_rows(indexed):
     assert len(result.requeued) == 1  # that item goes back to the queue to be written again
 
 
-def test_a_retired_derived_version_cannot_be_made_live_again(indexed):
+def test_a_retired_derived_version_is_written_and_can_go_live_again_only_while_retained(indexed):
     database, store, base_id, _ = indexed
     report = build_postprocessed_version(database, store, base_id, PostprocessSpec(dba_top_n=1))
     with database.session() as session:
@@ -150,8 +151,24 @@ def test_a_retired_derived_version_cannot_be_made_live_again(indexed):
         activate(session, store, derived)
         activate(session, store, session.get(IndexVersion, base_id))  # back to the raw vectors
         assert derived.state == IndexState.RETIRED and live_version(session).id == base_id
-        with pytest.raises(ValueError, match="retired post-processed"):
-            activate(session, store, derived)
+    # retained: a new item still reaches it ...
+    new = ItemCrops(f"sku-{ITEMS}", "hash-new", [new_crop(clustered(9, 1)[0])])
+    [new_id] = index_items(database, store, base_id, [new], retention_s=3600)[new.sku]
+    assert new_id in stored(store, report.collection)
+    # ... and it can be made live again (a roll back)
+    retained = VersionSettings(retention_s=3600, activation_timeout_s=1)
+    assert activate_when_ready(
+        database, store, report.collection, retained
+    ).previous == store.collection_name("sigA")
+    with database.session() as session:
+        activate(session, store, session.get(IndexVersion, base_id))
+    # past its retention it stopped receiving writes: refused, unless forced
+    with pytest.raises(VersionRefusedError, match="retired more than"):
+        activate_when_ready(database, store, report.collection, VersionSettings(retention_s=0))
+    forced = activate_when_ready(
+        database, store, report.collection, VersionSettings(retention_s=0), force=True
+    )
+    assert forced.collection == report.collection
 
 
 def test_spec_rejects_nothing_to_do_and_bad_values():

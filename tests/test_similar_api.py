@@ -6,7 +6,6 @@ only through ``CLOTHES_SEARCH_*`` environment variables, on a SQLite file and em
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from live_server import (
     local_fetch,
     run_cli,
 )
-from PIL import Image, ImageDraw
+from PIL import Image
+from sample_images import garment, jpeg, street_photo
 
 from clothes_search.settings import Settings
 from db import migrate
@@ -50,64 +50,6 @@ MODELS: dict[str, Any] = {
     ],
     "embedders": [{"name": "lite0", "backend": "efficientnet_lite", "model": "lite0"}],
 }
-
-
-def garment(
-    colour: tuple[int, int, int], pattern: str, motif: str = "none", size: tuple[int, int] = (240, 300)
-) -> Image.Image:
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    w, h = size
-    outline = [
-        (0.3, 0.1),
-        (0.7, 0.1),
-        (0.95, 0.35),
-        (0.75, 0.4),
-        (0.75, 0.9),
-        (0.25, 0.9),
-        (0.25, 0.4),
-        (0.05, 0.35),
-    ]
-    draw.polygon([(w * x, h * y) for x, y in outline], fill=colour)
-    if pattern == "stripes":
-        for y in range(int(h * 0.15), int(h * 0.9), 18):
-            draw.rectangle([w * 0.25, y, w * 0.75, y + 6], fill="white")
-    x1, x2, y1, y2 = int(w * 0.3), int(w * 0.7), int(h * 0.2), int(h * 0.85)
-    if motif == "dots":
-        for x in range(x1, x2, 22):
-            for y in range(y1, y2, 22):
-                draw.ellipse([x, y, x + 9, y + 9], fill="black")
-    elif motif == "checks":
-        for x in range(x1, x2, 24):
-            for y in range(y1 + (x // 24 % 2) * 12, y2, 24):
-                draw.rectangle([x, y, x + 11, y + 11], fill=(250, 250, 250))
-    elif motif == "diagonal":
-        for k in range(-300, 300, 20):
-            draw.line([(x1 + k, y1), (x1 + k + 150, y2)], fill="black", width=4)
-    elif motif == "vertical":
-        for x in range(x1, x2, 16):
-            draw.rectangle([x, y1, x + 5, y2], fill="black")
-    elif motif == "cross":
-        draw.line([(x1, y1), (x2, y2)], fill="black", width=12)
-        draw.line([(x2, y1), (x1, y2)], fill="black", width=12)
-    return image
-
-
-def jpeg(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=92)
-    return buffer.getvalue()
-
-
-def street_photo(product: Image.Image) -> tuple[Image.Image, tuple[int, int, int, int]]:
-    """The product, smaller, pasted on a busy background: the query photo and the garment's box."""
-    background = Image.new("RGB", (520, 420), (90, 110, 90))
-    draw = ImageDraw.Draw(background)
-    for x in range(0, 520, 40):
-        draw.line([(x, 0), (x + 120, 420)], fill=(60, 70, 60), width=8)
-    small = product.resize((200, 250))
-    background.paste(small, (150, 90))
-    return background, (150, 90, 350, 340)
 
 
 SKUS = [f"{pattern}-{i}" for pattern in PATTERNS for i in range(len(COLOURS))]

@@ -4,10 +4,16 @@ The Celery tasks and the in-process path both call these. A batch is split in tw
 that the model work (:func:`prepare_batch`, queue ``ingest``) and the Milvus/database writes
 (:func:`write_batch`, queue ``index``) can run in different workers.
 
+Every item goes to each *write target* (:func:`db.index_versions.write_targets`): the live index
+version, the versions being built beside it and the retired ones still retained, each embedded
+with that version's own models (:meth:`Services.pipeline_for`; detections are shared between
+versions whose detectors are the same). A target that already holds the item from the same image
+bytes is skipped.
+
 Per item, the outcome is one of: ``indexed`` (embedded and written), ``unchanged`` (same image
-bytes as last time: no model work), ``failed`` (a permanent error: 404, not an image, too
-large...; or transient errors past ``queue.max_attempts``), or ``retry`` (a transient error:
-5xx, timeout, connection; released to ``pending`` and scheduled again with backoff).
+bytes as last time, held by every target: no model work), ``failed`` (a permanent error: 404, not
+an image, too large...; or transient errors past ``queue.max_attempts``), or ``retry`` (a transient
+error: 5xx, timeout, connection; released to ``pending`` and scheduled again with backoff).
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ from sqlalchemy.sql.selectable import ScalarSelect
 from clothes_search.errors import ClothesSearchError
 from clothes_search.services import Services
 from clothes_search.settings import FetchSettings, QueueSettings, Settings
+from db.index_versions import write_targets
 from db.indexing import ItemCrops, NewCrop, index_items
-from db.models import Crop, IngestJob, Item, ItemStatus, utcnow
+from db.models import IngestJob, Item, ItemStatus, VersionItem, utcnow
 from db.session import Database
 from db.vectors import VectorStoreError, VectorStoreUnavailableError
+from ingestion.detection import FusedDetection
 from ingestion.errors import ImageFetchError
 from ingestion.images import LoadedImage, SourceBytes, decode_image, read_source
-from ingestion.pipeline import ImageAnalysis
+from ingestion.model_sets import ModelSet
+from ingestion.pipeline import ImageAnalysis, Pipeline
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ class ClaimedItem:
     source: str
     content_hash: str | None
     attempts: int
-    has_crops: bool
+    held_by: frozenset[int]  # the versions holding it from the image bytes of ``content_hash``
     trusted: bool = False  # from a trusted feed: may be a local file (inside ``root``)
     root: str | None = None
 
@@ -54,8 +63,7 @@ class PreparedBatch:
 
     token: str
     job_id: int | None
-    version_id: int
-    to_index: list[ItemCrops] = field(default_factory=list)
+    to_index: dict[int, list[ItemCrops]] = field(default_factory=dict)  # version id -> its crops
     unchanged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     retry: dict[str, str] = field(default_factory=dict)
@@ -101,7 +109,7 @@ def retry_delay(attempt: int, settings: QueueSettings) -> float:
 
 
 def claim_items(
-    database: Database, skus: Sequence[str], token: str, stale_after_s: float, version_id: int
+    database: Database, skus: Sequence[str], token: str, stale_after_s: float, version_ids: Sequence[int]
 ) -> list[ClaimedItem]:
     """Mark the items ``processing`` for ``token`` and return them.
 
@@ -124,13 +132,17 @@ def claim_items(
             .with_for_update(skip_locked=True)
         )
         items = session.scalars(query).all()
-        with_crops = set(
-            session.scalars(
-                select(Crop.item_id).where(
-                    Crop.index_version_id == version_id, Crop.item_id.in_([i.id for i in items])
-                )
+        held: dict[int, set[int]] = defaultdict(set)  # item id -> versions holding it from its bytes
+        for item_id, version_id in session.execute(
+            select(VersionItem.item_id, VersionItem.version_id)
+            .join(Item, Item.id == VersionItem.item_id)
+            .where(
+                VersionItem.version_id.in_(list(version_ids)),
+                VersionItem.item_id.in_([i.id for i in items]),
+                VersionItem.content_hash == Item.content_hash,
             )
-        )
+        ):
+            held[item_id].add(version_id)
         now = utcnow()
         claimed = []
         for item in items:
@@ -145,7 +157,7 @@ def claim_items(
                     item.image_url or "",
                     item.content_hash,
                     item.attempts,
-                    item.id in with_crops,
+                    frozenset(held[item.id]),
                     bool(item.image_trusted),
                     item.image_root,
                 )
@@ -161,7 +173,7 @@ def fetch_policy(item: ClaimedItem, settings: Settings) -> tuple[FetchSettings, 
     return settings.row_fetch, []
 
 
-def _fetch_all(items: Sequence[ClaimedItem], services: Services) -> dict[str, SourceBytes | Exception]:
+def fetch_all(items: Sequence[ClaimedItem], services: Services) -> dict[str, SourceBytes | Exception]:
     """Every item's encoded image bytes, fetched concurrently (decoding happens one at a time)."""
     settings = services.settings
 
@@ -180,19 +192,42 @@ def _fetch_all(items: Sequence[ClaimedItem], services: Services) -> dict[str, So
         return dict(zip((i.sku for i in items), pool.map(fetch, items), strict=True))
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     kind = getattr(exc, "kind", type(exc).__name__)
     return f"{kind}: {exc}"
 
 
+@dataclass(frozen=True)
+class WriteTarget:
+    """An index version ingestion writes to, with the pipeline of its models."""
+
+    version_id: int
+    pipeline: Pipeline
+
+
+def write_targets_of(services: Services) -> list[WriteTarget]:
+    """This moment's write targets with their models loaded; models of versions no longer written to
+    are let go (a worker follows a switch, a build and a clean-up without a restart)."""
+    services.target_version_id()  # a first ingestion makes the configured models' version live
+    with services.database.session() as session:
+        versions = [
+            (v.id, v.signature, v.models)
+            for v in write_targets(session, services.settings.versions.retention_s)
+        ]
+    services.need_pipelines("ingest", (signature for _, signature, _ in versions))
+    return [WriteTarget(v, services.pipeline_for(signature, models)) for v, signature, models in versions]
+
+
 def prepare_batch(services: Services, skus: Sequence[str], token: str, job_id: int | None) -> PreparedBatch:
-    """Claim, fetch (concurrently), decode (one at a time) and run the pipeline on the items whose image
-    changed. An item delivered more than ``queue.max_attempts`` times (its worker kept dying on it)
-    fails instead of being tried again."""
+    """Claim, fetch (concurrently), decode (one at a time) and run each write target's models on the
+    items whose image it does not hold yet. An item delivered more than ``queue.max_attempts`` times
+    (its worker kept dying on it) fails instead of being tried again."""
     settings = services.settings
-    version_id = services.target_version_id()
-    claimed = claim_items(services.database, skus, token, settings.queue.stale_claim_s, version_id)
-    batch = PreparedBatch(token=token, job_id=job_id, version_id=version_id)
+    targets = write_targets_of(services)
+    claimed = claim_items(
+        services.database, skus, token, settings.queue.stale_claim_s, [t.version_id for t in targets]
+    )
+    batch = PreparedBatch(token=token, job_id=job_id)
     batch.attempts = {item.sku: item.attempts for item in claimed}
     worn_out = [item for item in claimed if item.attempts > settings.queue.max_attempts]
     for item in worn_out:
@@ -200,35 +235,64 @@ def prepare_batch(services: Services, skus: Sequence[str], token: str, job_id: i
             f"gave_up: {item.attempts - 1} deliveries did not finish (a worker stopped while processing it)"
         )
     claimed = [item for item in claimed if item not in worn_out]
-    fetched = _fetch_all(claimed, services)
-    to_embed: list[tuple[ClaimedItem, LoadedImage]] = []
+    fetched = fetch_all(claimed, services)
+    to_embed: list[tuple[ClaimedItem, LoadedImage, list[WriteTarget]]] = []
     for item in claimed:
         result = fetched.pop(item.sku)  # the encoded bytes go as soon as this item is decoded
         if isinstance(result, ImageFetchError) and result.transient:
-            batch.retry[item.sku] = _describe(result)
-        elif isinstance(result, Exception):
-            batch.failed[item.sku] = _describe(result)
-        elif hashlib.sha256(result.data).hexdigest() == item.content_hash and item.has_crops:
-            batch.unchanged.append(item.sku)  # same bytes: not even decoded
-        else:
-            policy, _ = fetch_policy(item, settings)
-            try:
-                to_embed.append((item, decode_image(result.data, policy, source=result.label)))
-            except ClothesSearchError as exc:
-                batch.failed[item.sku] = _describe(exc)
-    if to_embed:
-        analyses = services.pipeline.analyse([loaded_image.image for _, loaded_image in to_embed])
-        for (item, loaded_image), analysis in zip(to_embed, analyses, strict=True):
+            batch.retry[item.sku] = describe_error(result)
+            continue
+        if isinstance(result, Exception):
+            batch.failed[item.sku] = describe_error(result)
+            continue
+        same_bytes = hashlib.sha256(result.data).hexdigest() == item.content_hash
+        missing = [t for t in targets if not (same_bytes and t.version_id in item.held_by)]
+        if not missing:
+            batch.unchanged.append(item.sku)  # same bytes, held everywhere: not even decoded
+            continue
+        policy, _ = fetch_policy(item, settings)
+        try:
+            to_embed.append((item, decode_image(result.data, policy, source=result.label), missing))
+        except ClothesSearchError as exc:
+            batch.failed[item.sku] = describe_error(exc)
+    _analyse_for_targets(to_embed, targets, batch)
+    return batch
+
+
+def _analyse_for_targets(
+    to_embed: Sequence[tuple[ClaimedItem, LoadedImage, list[WriteTarget]]],
+    targets: Sequence[WriteTarget],
+    batch: PreparedBatch,
+) -> None:
+    """Each target's crops of the images it lacks; targets with the same detectors share detections."""
+    detections: dict[tuple[str, str], list[FusedDetection]] = {}  # (detection key, sku) -> garments
+    for target in targets:
+        entries = [(item, loaded) for item, loaded, missing in to_embed if target in missing]
+        if not entries:
+            continue
+        key = ModelSet.of(target.pipeline.settings).detection_key()
+        undetected = [(item, loaded) for item, loaded in entries if (key, item.sku) not in detections]
+        if undetected:
+            found = target.pipeline.detect([loaded.image for _, loaded in undetected])
+            for (item, _), garments in zip(undetected, found, strict=True):
+                detections[(key, item.sku)] = garments
+        analyses = target.pipeline.analyse(
+            [loaded.image for _, loaded in entries],
+            detections=[detections[(key, item.sku)] for item, _ in entries],
+        )
+        for (item, loaded_image), analysis in zip(entries, analyses, strict=True):
             if not analysis.garments:
                 batch.failed[item.sku] = (
                     "no_garment: no garment detected (pipeline.fallback_to_whole_image is off)"
                 )
                 continue
             crops = crops_of(analysis, loaded_image.scale)
-            batch.to_index.append(
+            batch.to_index.setdefault(target.version_id, []).append(
                 ItemCrops(item.sku, loaded_image.content_sha256, crops, claimed_source=item.source)
             )
-    return batch
+    for sku in batch.failed:  # an item that failed for one version is written to none
+        for entries in batch.to_index.values():
+            entries[:] = [e for e in entries if e.sku != sku]
 
 
 def _still_ours(session: Session, skus: Sequence[str], token: str) -> set[str]:
@@ -241,10 +305,17 @@ def write_batch(services: Services, batch: PreparedBatch) -> BatchOutcome:
     outcome = BatchOutcome()
     with services.database.session() as session:
         ours = _still_ours(session, [*batch.attempts], batch.token)
-    to_index = [entry for entry in batch.to_index if entry.sku in ours]  # a stale re-claim took the others
-    written, refused = _index(services, batch.version_id, to_index)
-    outcome.indexed = [entry.sku for entry in to_index if entry.sku in written]
-    moved = [entry.sku for entry in to_index if entry.sku not in written and entry.sku not in refused]
+    written: set[str] = set()
+    refused: dict[str, str] = {}
+    moved: set[str] = set()
+    for version_id, entries in batch.to_index.items():
+        to_index = [entry for entry in entries if entry.sku in ours]  # a stale re-claim took the others
+        done, bad = index_with_fallback(services, version_id, to_index)
+        written.update(done)
+        refused.update(bad)
+        moved.update(e.sku for e in to_index if e.sku not in done and e.sku not in bad)
+    moved -= set(refused)
+    outcome.indexed = [sku for sku in dict.fromkeys(written) if sku not in refused and sku not in moved]
     with services.database.session() as session:
         by_sku = {
             item.sku: item
@@ -291,13 +362,27 @@ def write_batch(services: Services, batch: PreparedBatch) -> BatchOutcome:
     return outcome
 
 
-def _index(
-    services: Services, version_id: int, entries: Sequence[ItemCrops]
+def index_with_fallback(
+    services: Services, version_id: int, entries: Sequence[ItemCrops], *, mark_indexed: bool = True
 ) -> tuple[dict[str, list[int]], dict[str, str]]:
     """Write the batch; if the vector store refuses it (not unavailable: a row it cannot take), write
     item by item so that only the bad items fail. Returns the written items and the refused ones."""
+    retention = services.settings.versions.retention_s
+
+    def write(chosen: Sequence[ItemCrops]) -> dict[str, list[int]]:
+        return index_items(
+            services.database,
+            services.store,
+            version_id,
+            chosen,
+            mark_indexed=mark_indexed,
+            retention_s=retention,
+        )
+
+    if not entries:
+        return {}, {}
     try:
-        return index_items(services.database, services.store, version_id, entries), {}
+        return write(entries), {}
     except VectorStoreUnavailableError:
         raise  # transient: the whole batch is retried
     except VectorStoreError:
@@ -306,11 +391,11 @@ def _index(
     refused: dict[str, str] = {}
     for entry in entries:
         try:
-            written.update(index_items(services.database, services.store, version_id, [entry]))
+            written.update(write([entry]))
         except VectorStoreUnavailableError:
             raise
         except VectorStoreError as exc:
-            refused[entry.sku] = _describe(exc)
+            refused[entry.sku] = describe_error(exc)
     return written, refused
 
 

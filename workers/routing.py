@@ -2,7 +2,8 @@
 
 Queues: ``ingest`` (fetch + detect + embed: CPU/GPU heavy, many workers), ``index`` (Milvus and
 database writes: one consumer suffices and is required with a Milvus Lite server), ``admin``
-(maintenance: the scheduled re-queueing of stale claims, metadata changes the vector store missed).
+(maintenance: the scheduled re-queueing of stale claims, metadata changes the vector store missed,
+and ``index build``'s re-embedding, a few batches at a time so that catalog ingestion keeps going).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ INGEST_TASK = "clothes_search.ingest_batch"
 INDEX_TASK = "clothes_search.index_batch"
 REQUEUE_TASK = "clothes_search.requeue_stale"
 SYNC_FIELDS_TASK = "clothes_search.sync_pending_fields"
+REINDEX_TASK = "clothes_search.reindex_batch"
 TASK_ROUTES = {
+    REINDEX_TASK: {"queue": ADMIN_QUEUE},
     INGEST_TASK: {"queue": INGEST_QUEUE},
     INDEX_TASK: {"queue": INDEX_QUEUE},
     REQUEUE_TASK: {"queue": ADMIN_QUEUE},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,15 @@ from db.indexing import ItemCrops, NewCrop
 from db.session import DatabaseUnavailableError
 from db.vectors import VectorStoreUnavailableError
 from workers.ingest import PreparedBatch, prepare_batch, requeue_stale, retry_delay, write_batch
-from workers.routing import INDEX_TASK, INGEST_TASK, REQUEUE_TASK, SYNC_FIELDS_TASK, dispatch_batches
+from workers.reindex import reindex_batch
+from workers.routing import (
+    INDEX_TASK,
+    INGEST_TASK,
+    REINDEX_TASK,
+    REQUEUE_TASK,
+    SYNC_FIELDS_TASK,
+    dispatch_batches,
+)
 from workers.submit import sync_pending_fields
 from workers.worker_services import services
 
@@ -22,34 +31,59 @@ log = logging.getLogger(__name__)
 TRANSIENT = (DatabaseUnavailableError, VectorStoreUnavailableError, ConnectionError, TimeoutError)
 
 
+def encode_entries(entries: Sequence[ItemCrops]) -> list[dict[str, Any]]:
+    """A JSON-safe form of items' crops (vectors as base64 float32)."""
+    return [
+        {
+            "sku": entry.sku,
+            "content_hash": entry.content_hash,
+            "claimed_source": entry.claimed_source,
+            "crops": [
+                {
+                    "box": list(c.box),
+                    "category": c.category,
+                    "score": c.score,
+                    "detectors": list(c.detectors),
+                    "vector": base64.b64encode(np.asarray(c.vector, dtype="<f4").tobytes()).decode(),
+                }
+                for c in entry.crops
+            ],
+        }
+        for entry in entries
+    ]
+
+
+def decode_entries(data: Sequence[dict[str, Any]]) -> list[ItemCrops]:
+    return [
+        ItemCrops(
+            entry["sku"],
+            entry["content_hash"],
+            [
+                NewCrop(
+                    box=tuple(c["box"]),
+                    category=c["category"],
+                    score=float(c["score"]),
+                    detectors=tuple(c["detectors"]),
+                    vector=np.frombuffer(base64.b64decode(c["vector"]), dtype="<f4").copy(),
+                )
+                for c in entry["crops"]
+            ],
+            claimed_source=entry.get("claimed_source"),
+        )
+        for entry in data
+    ]
+
+
 def encode_batch(batch: PreparedBatch) -> dict[str, Any]:
-    """A JSON-safe form of a prepared batch (vectors as base64 float32)."""
+    """A JSON-safe form of a prepared batch (its crops per index version)."""
     return {
         "token": batch.token,
         "job_id": batch.job_id,
-        "version_id": batch.version_id,
         "unchanged": batch.unchanged,
         "failed": batch.failed,
         "retry": batch.retry,
         "attempts": batch.attempts,
-        "to_index": [
-            {
-                "sku": entry.sku,
-                "content_hash": entry.content_hash,
-                "claimed_source": entry.claimed_source,
-                "crops": [
-                    {
-                        "box": list(c.box),
-                        "category": c.category,
-                        "score": c.score,
-                        "detectors": list(c.detectors),
-                        "vector": base64.b64encode(np.asarray(c.vector, dtype="<f4").tobytes()).decode(),
-                    }
-                    for c in entry.crops
-                ],
-            }
-            for entry in batch.to_index
-        ],
+        "to_index": {str(version): encode_entries(entries) for version, entries in batch.to_index.items()},
     }
 
 
@@ -57,29 +91,11 @@ def decode_batch(data: dict[str, Any]) -> PreparedBatch:
     return PreparedBatch(
         token=data["token"],
         job_id=data["job_id"],
-        version_id=data["version_id"],
         unchanged=list(data["unchanged"]),
         failed=dict(data["failed"]),
         retry=dict(data["retry"]),
         attempts={k: int(v) for k, v in data["attempts"].items()},
-        to_index=[
-            ItemCrops(
-                entry["sku"],
-                entry["content_hash"],
-                [
-                    NewCrop(
-                        box=tuple(c["box"]),
-                        category=c["category"],
-                        score=float(c["score"]),
-                        detectors=tuple(c["detectors"]),
-                        vector=np.frombuffer(base64.b64decode(c["vector"]), dtype="<f4").copy(),
-                    )
-                    for c in entry["crops"]
-                ],
-                claimed_source=entry.get("claimed_source"),
-            )
-            for entry in data["to_index"]
-        ],
+        to_index={int(version): decode_entries(entries) for version, entries in data["to_index"].items()},
     )
 
 
@@ -97,7 +113,8 @@ def ingest_batch(self: Task, skus: list[str], job_id: int | None = None) -> dict
     except TRANSIENT as exc:
         _retry(self, exc)
     self.app.send_task(INDEX_TASK, args=[encode_batch(batch)], ignore_result=True)
-    return {"embedded": len(batch.to_index), "unchanged": len(batch.unchanged), "failed": len(batch.failed)}
+    embedded = len({entry.sku for entries in batch.to_index.values() for entry in entries})
+    return {"embedded": embedded, "unchanged": len(batch.unchanged), "failed": len(batch.failed)}
 
 
 @shared_task(bind=True, name=INDEX_TASK, acks_late=True, reject_on_worker_lost=True)
@@ -131,3 +148,13 @@ def sync_pending_fields_task(self: Task) -> int:
     except TRANSIENT as exc:
         log.warning("vector store still unavailable for the pending metadata: %s", exc)
         return 0
+
+
+@shared_task(bind=True, name=REINDEX_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+def reindex_batch_task(self: Task, version_id: int, skus: list[str]) -> dict[str, Any]:
+    """``index build``: embed these items with the version's models into it (its outcome per sku)."""
+    try:
+        return reindex_batch(services(), version_id, skus).to_dict()
+    except TRANSIENT as exc:
+        _retry(self, exc)
+        raise  # not reached: retry raises

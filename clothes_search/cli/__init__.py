@@ -10,6 +10,7 @@ import click
 from clothes_search.cli.bench import bench
 from clothes_search.cli.bench_ingest import bench_ingest
 from clothes_search.cli.bench_milvus import bench_milvus
+from clothes_search.cli.bench_reindex import bench_reindex
 from clothes_search.cli.bench_similar import bench_similar
 from clothes_search.cli.context import CliContext
 from clothes_search.cli.database import database
@@ -58,3 +59,4 @@ main.add_command(train)
 bench.add_command(bench_milvus)
 bench.add_command(bench_ingest)
 bench.add_command(bench_similar)
+bench.add_command(bench_reindex)

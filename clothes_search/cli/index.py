@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import click
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from clothes_search.cli.context import CliContext, pass_cli
+from clothes_search.cli.index_build import activate, build, drop, gc
 from clothes_search.errors import ClothesSearchError
-from db.index_versions import activate as activate_version
-from db.index_versions import live_version
-from db.models import Crop, IndexVersion
+from db.index_versions import is_retained, live_version, version_progress
+from db.models import Crop, IndexState, IndexVersion
 from db.postprocessed_versions import PostprocessSpec, build_postprocessed_version
 from db.reconcile import reconcile as run_reconcile
+from db.serving_processes import recent
 from db.session import Database
 from db.vectors import VectorStore
+from db.version_lifecycle import activate_when_ready
 
 
 @click.group()
@@ -54,34 +57,70 @@ def reconcile(cli: CliContext, grace: float | None) -> None:
 
 
 @index.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of lines.")
 @pass_cli
-def status(cli: CliContext) -> None:
-    """List the index versions with their state and crop counts (database and Milvus)."""
+def status(cli: CliContext, as_json: bool) -> None:
+    """The index versions (state, items held of the catalog, vectors, models) and the API processes."""
     settings = cli.settings
     database = Database(settings.database)
     try:
         with database.session() as session, VectorStore(settings.milvus) as store:
-            versions = session.scalars(select(IndexVersion).order_by(IndexVersion.id)).all()
-            for version in versions:
-                rows = session.scalar(
-                    select(func.count(Crop.id)).where(Crop.index_version_id == version.rows_version_id)
-                )
-                name = version.collection_name
-                vectors = store.count(name) if store.has_collection(name) else 0
-                postprocess = (
-                    PostprocessSpec.from_dict(version.postprocess).describe() if version.postprocess else ""
-                )
-                click.echo(
-                    f"{version.collection_name:<24} {version.state:<9} dim={version.dimension:<5} "
-                    f"crop rows={rows:<8} vectors={vectors:<8} {version.signature_description}"
-                    + (f" [{postprocess}]" if postprocess else "")
-                )
-            if not versions:
-                click.echo("no index versions yet")
+            versions = [
+                _describe_version(session, store, version, settings.versions.retention_s)
+                for version in session.scalars(select(IndexVersion).order_by(IndexVersion.id))
+            ]
+            processes = [
+                {"process": p.id, "role": p.role, "models": p.signatures, "seen_at": p.seen_at.isoformat()}
+                for p in recent(session, settings.versions.heartbeat_s, role=None)
+            ]
     except ClothesSearchError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         database.dispose()
+    if as_json:
+        click.echo(json.dumps({"versions": versions, "processes": processes}, indent=2))
+        return
+    for v in versions:
+        complete = "complete" if v["complete"] else "INCOMPLETE"
+        click.echo(
+            f"{v['collection']:<24} {v['state']:<9} {v['signature']} dim={v['dimension']:<5} "
+            f"items={v['items_held']}/{v['items_total']} {complete:<10} crop rows={v['crop_rows']:<8} "
+            f"vectors={v['vectors']:<8} {v['description']}"
+            + (f" [{v['postprocess']}]" if v["postprocess"] else "")
+            + (f" (retained until {v['retained_until']})" if v["retained_until"] else "")
+        )
+    if not versions:
+        click.echo("no index versions yet")
+    for p in processes:
+        click.echo(f"process {p['process']} ({p['role']}): models {', '.join(p['models']) or 'none'}")
+
+
+def _describe_version(
+    session: Session, store: VectorStore, version: IndexVersion, retention_s: float
+) -> dict[str, object]:
+    rows = session.scalar(select(func.count(Crop.id)).where(Crop.index_version_id == version.rows_version_id))
+    progress = version_progress(session, version)
+    name = version.collection_name
+    retained_until = None
+    if version.state == IndexState.RETIRED and is_retained(version, retention_s) and version.retired_at:
+        retained_until = (version.retired_at + timedelta(seconds=retention_s)).isoformat(timespec="seconds")
+    return {
+        "collection": name,
+        "state": str(version.state),
+        "signature": version.signature,
+        "dimension": version.dimension,
+        "items_held": progress.held,
+        "items_total": progress.total,
+        "complete": progress.complete,
+        "crop_rows": int(rows or 0),
+        "vectors": store.count(name) if store.has_collection(name) else 0,
+        "description": version.signature_description,
+        "postprocess": (
+            PostprocessSpec.from_dict(version.postprocess).describe() if version.postprocess else ""
+        ),
+        "retained_until": retained_until,
+        "activation_requested": version.activation_requested_at is not None,
+    }
 
 
 @index.command()
@@ -131,8 +170,7 @@ def postprocess(
                 database, store, base_id, spec, progress=lambda message: click.echo(message, err=True)
             )
             if make_live:
-                with database.session() as session:
-                    activate_version(session, store, session.get(IndexVersion, report.version_id))
+                activate_when_ready(database, store, report.collection, settings.versions)
     except (ClothesSearchError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
@@ -152,28 +190,6 @@ def postprocess(
     )
 
 
-@index.command()
-@click.argument("collection")
-@pass_cli
-def activate(cli: CliContext, collection: str) -> None:
-    """Make an index version live (by collection name, as `index status` lists them)."""
-    settings = cli.settings
-    database = Database(settings.database)
-    try:
-        with database.session() as session, VectorStore(settings.milvus) as store:
-            version = session.scalar(select(IndexVersion).where(IndexVersion.collection_name == collection))
-            if version is None:
-                raise click.ClickException(
-                    f"no index version {collection!r}: see `clothes-search index status`"
-                )
-            activate_version(session, store, version)
-    except (ClothesSearchError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        database.dispose()
-    click.echo(f"{collection} is live")
-
-
 def _find_base(session: Session, collection: str | None) -> IndexVersion:
     if collection is None:
         version = live_version(session)
@@ -186,3 +202,9 @@ def _find_base(session: Session, collection: str | None) -> IndexVersion:
     if version.base_version_id is not None:
         version = session.get(IndexVersion, version.base_version_id)
     return version
+
+
+index.add_command(build)
+index.add_command(activate)
+index.add_command(drop)
+index.add_command(gc)

@@ -16,10 +16,12 @@ log = logging.getLogger(__name__)
 
 
 def warm_app(app: Flask) -> None:
-    """Load this process's models and open its connections before it takes traffic."""
+    """Load this process's models and open its connections before it takes traffic; from then on follow
+    the index versions (the live version's models, and those of a version about to go live)."""
     from search.api_services import ApiServices
 
-    services = ApiServices.of(app).services
+    api = ApiServices.of(app)
+    services = api.services
     services.pipeline.load()
     services.pipeline.analyse([Image.new("RGB", (64, 64), "white")])  # first-call allocations
     with services.database.session():
@@ -29,6 +31,7 @@ def warm_app(app: Flask) -> None:
     live = store.resolve_alias(store.settings.live_alias)
     if live is not None:
         store.load(live)  # a reopened Milvus Lite file starts with its collections released
+    api.watch_versions()
 
 
 def build_app(settings: Settings) -> Flask:
@@ -53,9 +56,19 @@ class _Gunicorn:
             def load(self) -> Flask:  # called in each worker (preload_app is off)
                 app = build_app(parent.settings)
                 warm_app(app)
+                parent.app = app
                 return app
 
+        def worker_exit(_server: object, _worker: object) -> None:
+            """In the worker that stops: finish accepted in-process ingestion, withdraw its report."""
+            from search.api_services import ApiServices
+
+            if parent.app is not None:
+                ApiServices.of(parent.app).close()
+
         self.settings = settings
+        self.app: Flask | None = None  # this worker's, after the fork
+        options.setdefault("worker_exit", worker_exit)
         self.application = Application()
 
     def run(self) -> None:
