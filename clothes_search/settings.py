@@ -193,6 +193,12 @@ class PipelineSettings(BaseModel):
     torch_threads: int | None = Field(
         None, gt=0, description="Threads per model call (torch and ONNX Runtime); default: torch's."
     )
+    thumbnail_size: int = Field(
+        320,
+        ge=32,
+        le=2048,
+        description="Ingestion keeps a JPEG of each catalog image this many pixels a side.",
+    )
     runtime: InferenceRuntime = Field(
         InferenceRuntime.AUTO,
         description="Inference runtime of the embedders and the torchvision detectors' backbones: "
@@ -366,6 +372,14 @@ class ApiSettings(BaseModel):
     limits_storage_uri: str | None = Field(
         None,
         description="Where rate-limit counters live (redis://...); default: the broker, else in-process.",
+    )
+    web_secret_key: SecretStr | None = Field(
+        None,
+        description="Signs the web app's session cookies; every API process must have the same. Default: a "
+        "random key made once and kept in <data_dir>/web-secret-key.",
+    )
+    secure_cookies: bool = Field(
+        False, description="Send the web app's session cookie over HTTPS only (set it behind TLS)."
     )
     blas_threads: int = Field(
         1,

@@ -131,6 +131,12 @@ def authenticate(session: Session, key: str) -> Principal | None:
     return _principal(row)
 
 
+def principal_of(session: Session, key_id: str) -> Principal | None:
+    """The principal of a stored key that is not revoked (a web session names its key by id)."""
+    row = _stored(session, key_id)
+    return None if row is None or row.revoked_at is not None else _principal(row)
+
+
 def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
 

@@ -86,6 +86,8 @@ class Item(Base):
         Boolean, default=False, doc="From a trusted feed (local paths allowed) rather than the API."
     )
     image_root: Mapped[str | None] = mapped_column(Text, doc="The folder a trusted local image must be in.")
+    image_width: Mapped[int | None] = mapped_column(Integer, doc="The ingested image's size, in pixels.")
+    image_height: Mapped[int | None] = mapped_column(Integer)
 
     status: Mapped[ItemStatus] = mapped_column(_enum(ItemStatus, "item_status"), default=ItemStatus.PENDING)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -233,6 +235,20 @@ class VersionItem(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Thumbnail(Base):
+    """A small JPEG of an item's ingested image (at most ``images.thumbnail_size`` pixels a side), so
+    that answers can show pictures whatever the original source was (``GET /items/<sku>/image``)."""
+
+    __tablename__ = "thumbnails"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    content_hash: Mapped[str | None] = mapped_column(String(64), doc="SHA-256 of the image it was made from.")
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ServingProcess(Base):

@@ -15,13 +15,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from clothes_search.errors import ClothesSearchError
 from clothes_search.settings import VersionSettings
 from db.index_versions import activate, is_retained, version_progress
-from db.models import IndexState, IndexVersion, utcnow
+from db.models import Crop, IndexState, IndexVersion, utcnow
+from db.postprocessed_versions import PostprocessSpec
 from db.serving_processes import lacking
 from db.session import Database
 from db.vectors import VectorStore
@@ -125,6 +129,36 @@ def _clear_request(database: Database, collection: str) -> None:
         version = session.scalar(select(IndexVersion).where(IndexVersion.collection_name == collection))
         if version is not None:
             version.activation_requested_at = None
+
+
+def version_overview(
+    session: Session, store: VectorStore, version: IndexVersion, retention_s: float
+) -> dict[str, Any]:
+    """What `index status` and the catalog page show of a version: state, items held of the catalog,
+    crop rows, vectors, models, post-processing, until when a retired one is retained."""
+    rows = session.scalar(select(func.count(Crop.id)).where(Crop.index_version_id == version.rows_version_id))
+    progress = version_progress(session, version)
+    name = version.collection_name
+    retained_until = None
+    if version.state == IndexState.RETIRED and is_retained(version, retention_s) and version.retired_at:
+        retained_until = (version.retired_at + timedelta(seconds=retention_s)).isoformat(timespec="seconds")
+    return {
+        "collection": name,
+        "state": str(version.state),
+        "signature": version.signature,
+        "dimension": version.dimension,
+        "items_held": progress.held,
+        "items_total": progress.total,
+        "complete": progress.complete,
+        "crop_rows": int(rows or 0),
+        "vectors": store.count(name) if store.has_collection(name) else 0,
+        "description": version.signature_description,
+        "postprocess": PostprocessSpec.from_dict(version.postprocess).describe()
+        if version.postprocess
+        else "",
+        "retained_until": retained_until,
+        "activation_requested": version.activation_requested_at is not None,
+    }
 
 
 def drop_version(

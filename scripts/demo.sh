@@ -43,6 +43,7 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 .venv/bin/python -m http.server "$IMAGES_PORT" --bind 127.0.0.1 --directory "$DATA" >/dev/null 2>&1 &
 pids+=($!)
+echo "==> web app: http://127.0.0.1:$PORT/ (starting; the API is on the same address)"
 $cli serve --port "$PORT" --workers 1 &
 pids+=($!)
 .venv/bin/python scripts/demo_example.py --api "http://127.0.0.1:$PORT" \

@@ -74,14 +74,15 @@ def main() -> None:
         sku for sku, image in image_of.items()
         if shop[image].pair_id == annotation.pair_id and any(i.style == item.style for i in shop[image].items)
     )  # fmt: skip
-    print(f"\nclothes-search is serving {len(image_of)} catalog images at {args.api}\n")
+    photo = split / "image" / annotation.image_path.name
+    print(f"\nWeb app: {args.api}/  (search by photo: drop {photo} on it)")
+    print(f"clothes-search is serving {len(image_of)} catalog images at {args.api}\n")
     print("Find the garment in a consumer photo (by URL; its box from the annotations):")
     print(f"  curl '{args.api}/similar?image_url={url}&garment={box}&k=5'")
     print("Or upload the photo:")
+    print(f"  curl -F image=@{photo} '{args.api}/similar?garment={box}&k=5'")
     print("Or let the detectors find every garment (trained models: `make models`):")
     print(f"  curl '{args.api}/similar?image_url={url}&k=5'")
-    photo = split / "image" / annotation.image_path.name
-    print(f"  curl -F image=@{photo} '{args.api}/similar?garment={box}&k=5'")
     verdict = "one of its shop photos" if correct else "NOT one of its shop photos (a miss)"
     print(
         f"\nThe photo shows a {item.category.replace('_', ' ')}; its shop photos are {', '.join(expected)}.\n"
@@ -92,6 +93,7 @@ def main() -> None:
     create = ".venv/bin/clothes-search keys create --name me --role admin"
     print(f"  key=$(CLOTHES_SEARCH_DATABASE__URL={database} {create})")
     print(f'  curl -H "Authorization: Bearer $key" {args.api}/items/{top["sku"]}')
+    print(f"The same key signs you in to the catalog pages: {args.api}/login")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ the connections; call it when the process stops serving.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from flask import Flask
 from threadpoolctl import threadpool_limits
@@ -28,6 +30,7 @@ from search.version_watch import VersionWatcher
 from workers.dispatch import Dispatcher, make_dispatcher
 
 EXTENSION = "clothes_search"
+T = TypeVar("T")
 
 
 class ApiServices:
@@ -44,6 +47,7 @@ class ApiServices:
         self._limits: RequestLimits | None = None
         self._bootstrapped = settings.api.bootstrap_admin_key is None
         self._watcher: VersionWatcher | None = None
+        self._remembered: dict[str, tuple[float, Any]] = {}
 
     def init_app(self, app: Flask) -> None:
         app.extensions[EXTENSION] = self
@@ -70,6 +74,17 @@ class ApiServices:
                 milvus = self.settings.milvus.model_copy(update={"load_on_read": False})
                 self._services = Services(self.settings.model_copy(update={"milvus": milvus}))
             return self._services
+
+    def remembered(self, name: str, ttl_s: float, compute: Callable[[], T]) -> T:
+        """``compute()``'s value, computed again when older than ``ttl_s`` (per process: e.g. facets)."""
+        with self._lock:
+            found = self._remembered.get(name)
+        if found is not None and time.monotonic() - found[0] <= ttl_s:
+            return found[1]  # type: ignore[no-any-return]
+        value = compute()
+        with self._lock:
+            self._remembered[name] = (time.monotonic(), value)
+        return value
 
     def watch_versions(self) -> None:
         """Follow the index versions from now on (a serving process): load the models of the live version

@@ -5,8 +5,14 @@ needs with :func:`requires`: without a valid key it answers **401** (with ``WWW-
 a key that lacks the role **403**. A key that is present but invalid is refused even where no key is
 needed, so that a client learns its key is wrong. ``admin`` holds every role.
 
-Public without a key: ``/healthz``, ``/readyz``, ``/openapi.json``, ``/similar`` while
-``api.public_search`` is on (the embedded default), ``/metrics`` with ``api.public_metrics``.
+Public without a key: ``/healthz``, ``/readyz``, ``/openapi.json``, ``/similar`` (and the
+thumbnails and facets a search page shows) while ``api.public_search`` is on (the embedded default),
+``/metrics`` with ``api.public_metrics``.
+
+The web app (:mod:`search.web`) signs a person in with the same keys: its session cookie names the
+key (by id, never its secret), and stands for that key on reads (``GET``) and searches (``POST
+/similar``), as long as the key is not revoked. Anything else that changes data takes a key in a
+header, or goes through the web app's own forms, which carry a CSRF token.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from functools import wraps
 from typing import ParamSpec, TypeVar
 
 from flask import current_app, g, request
+from flask import session as web_session
 
 from clothes_search.settings import ApiSettings
-from db.api_keys import Principal, Role, authenticate
+from db.api_keys import Principal, Role, authenticate, principal_of
 from search.api_services import ApiServices
 from search.errors import ApiError
 
@@ -47,15 +54,34 @@ def current_principal() -> Principal | None:
         return cached  # type: ignore[return-value]
     key = presented_key()
     principal = None
+    api = ApiServices.of(current_app)
     if key is not None:
-        api = ApiServices.of(current_app)
         api.ensure_bootstrap_key()
-        with api.services.database.session() as session:
-            principal = authenticate(session, key)
+        with api.services.database.session() as db:
+            principal = authenticate(db, key)
         if principal is None:
             raise _unauthorized("the API key is not valid (unknown, revoked or malformed)")
+    elif web_session.get(SESSION_KEY) and _session_may_stand_for_the_key():
+        with api.services.database.session() as db:
+            principal = principal_of(db, str(web_session[SESSION_KEY]))
+        if principal is None:  # revoked since the sign-in
+            web_session.pop(SESSION_KEY, None)
     g.principal = principal
     return principal
+
+
+SESSION_KEY = "key_id"  #: the web session's entry naming the signed-in key
+_SESSION_WRITES = frozenset({"similar.post_similar"})  # searches by upload: nothing is changed
+
+
+def _session_may_stand_for_the_key() -> bool:
+    """Reads, and searches by upload: a session cookie stands for its key there (and in the web app's
+    own views, which check a CSRF token on every form)."""
+    return (
+        request.method in ("GET", "HEAD")
+        or request.endpoint in _SESSION_WRITES
+        or (request.blueprint or "") == "web"
+    )
 
 
 def _unauthorized(message: str) -> ApiError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from db.models import Item
 
@@ -36,7 +36,14 @@ def item_view(item: Item, *, internal: bool = False) -> dict[str, Any]:
         "in_stock": bool(item.in_stock),
         "attributes": dict(item.attributes or {}),
         "image_url": item.image_url if internal or _is_web_url(item.image_url) else None,
-    }
+        # the thumbnail the platform serves, and the size of the image the crop boxes are in
+        "image": (
+            {"url": f"/items/{quote(item.sku, safe='')}/image", "width": item.image_width,
+             "height": item.image_height}
+            if item.image_width is not None
+            else None
+        ),
+    }  # fmt: skip
     if internal:
         view.update(
             status=item.status.value,

@@ -24,6 +24,11 @@ job's ``created_by`` is the API key's name. Roles (:mod:`search.auth`): ``catalo
 ``GET /items/<sku>`` — 200 with the item's metadata and ingestion status (``price`` is a decimal
 *string* such as ``"19.90"``, exact, or null; times are ISO 8601 UTC); 404 for an unknown sku.
 
+``GET /items/<sku>/image`` — the item's thumbnail (``image/jpeg``, at most
+``pipeline.thumbnail_size`` pixels a side, kept by ingestion; ``ETag`` / ``Cache-Control``), under
+the same rule as ``/similar`` (public while ``api.public_search``, else the ``search`` role); 404
+for an unknown sku or an item ingested before thumbnails were kept.
+
 ``DELETE /items/<sku>`` — 204; the item, its crops and its vectors are gone. 404 if unknown.
 """
 
@@ -35,13 +40,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, make_response, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from db.api_keys import Role
 from db.indexing import delete_item
 from db.models import Item
+from db.thumbnails import thumbnail_of
 from ingestion.feed import CatalogRow, parse_records
 from search.api_limits import MAX_ROWS
 from search.api_services import ApiServices
@@ -249,6 +255,22 @@ def get_job(job_id: int) -> ResponseReturnValue:
 def get_item(sku: str) -> ResponseReturnValue:
     """One item's metadata and ingestion status."""
     return jsonify(find_item(_services(), sku))
+
+
+@items.get("/items/<path:sku>/image")
+@requires(Role.SEARCH, public=lambda settings: settings.public_search)
+def get_item_image(sku: str) -> ResponseReturnValue:
+    """An item's thumbnail (JPEG)."""
+    with _services().services.database.session() as session:
+        found = thumbnail_of(session, sku)
+        if found is None:
+            raise ApiError(404, "not_found", f"no image of item {sku!r}")
+        body, etag = found.jpeg, found.content_hash or str(found.item_id)
+    response = make_response(body)
+    response.headers["Content-Type"] = "image/jpeg"
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response.make_conditional(request)
 
 
 @items.delete("/items/<path:sku>")

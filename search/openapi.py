@@ -142,6 +142,7 @@ _SCHEMAS: dict[str, Any] = {
             "in_stock",
             "attributes",
             "image_url",
+            "image",
         ],
         sku=_STRING,
         title=_STRING,
@@ -157,6 +158,12 @@ _SCHEMAS: dict[str, Any] = {
             **_NULLABLE_STRING,
             "description": "Public views: only a public http(s) URL. With the catalog role: the source.",
         },
+        image={
+            **_all_required(url=_STRING, width=_INTEGER, height=_INTEGER),
+            "nullable": True,
+            "description": "The thumbnail the platform serves (`GET /items/{sku}/image`) and the size of "
+            "the ingested image, whose pixels crop boxes are in; null for items ingested before.",
+        },
         status={"type": "string", "enum": ["pending", "processing", "indexed", "failed"]},
         last_error=_NULLABLE_STRING,
         attempts=_INTEGER,
@@ -164,6 +171,18 @@ _SCHEMAS: dict[str, Any] = {
         indexed_at={**_NULLABLE_STRING, "format": "date-time"},
         updated_at={**_NULLABLE_STRING, "format": "date-time"},
     ),
+    "Facets": _all_required(
+        total=_INTEGER,
+        category={"type": "array", "items": _ref("schemas", "FacetValue")},
+        brand={"type": "array", "items": _ref("schemas", "FacetValue")},
+        price=_all_required(min=_NULLABLE_STRING, max=_NULLABLE_STRING, items_with_price=_INTEGER),
+        in_stock=_all_required(true=_INTEGER, false=_INTEGER),
+        attributes={
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": _ref("schemas", "FacetValue")},
+        },
+    ),
+    "FacetValue": _all_required(value=_ATTRIBUTE_VALUE, count=_INTEGER),
     "SimilarResult": _all_required(
         rank={"type": "integer", "minimum": 1},
         sku=_STRING,
@@ -390,6 +409,24 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
                 "responses": {"204": {"description": "Deleted."}, **_errors(404, 500, 503)},
             },
         },
+        "/items/{sku}/image": {
+            "get": {
+                "operationId": "getItemImage",
+                "summary": "The item's thumbnail (JPEG, at most pipeline.thumbnail_size pixels a side).",
+                "parameters": [_SKU],
+                "responses": {
+                    "200": {"description": "The thumbnail.", "content": {"image/jpeg": {"schema": binary}}},
+                    "304": {"description": "Not modified (If-None-Match)."},
+                    **_errors(404, 500, 503),
+                },
+            }
+        },
+        "/facets": _get(
+            "facets",
+            "Filterable values of the catalog (category, brand, price range, stock, attributes) with "
+            "item counts.",
+            {"200": _json(_ref("schemas", "Facets"), "The facets."), **_errors(500, 503)},
+        ),
         "/healthz": _get(
             "healthz",
             "Liveness: the process answers (checks no backend).",
@@ -425,6 +462,8 @@ def _paths(search: SearchSettings) -> dict[str, Any]:
     paths["/items/{sku}"]["get"] = _keyed(paths["/items/{sku}"]["get"], "catalog")
     paths["/items/{sku}"]["delete"] = _keyed(paths["/items/{sku}"]["delete"], "admin")
     paths["/metrics"]["get"] = _keyed(paths["/metrics"]["get"], "admin", optional=True)
+    paths["/items/{sku}/image"]["get"] = _keyed(paths["/items/{sku}/image"]["get"], "search", optional=True)
+    paths["/facets"]["get"] = _keyed(paths["/facets"]["get"], "search", optional=True)
     return paths
 
 

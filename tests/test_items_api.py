@@ -322,3 +322,71 @@ def test_an_unexpected_error_answers_500_without_details(api_settings, serve):
     reply = serve(app).call("GET", "/broken")
     body = assert_error(reply, 500, "internal")
     assert body == {"error": {"code": "internal", "message": "internal error", "parameter": None}}
+
+
+def test_thumbnails_and_facets_follow_what_was_ingested(api, images, api_settings):
+    rows = [
+        row("shirt", images.url("/shirt.jpg"), brand="acme", color="red", price=19.9, currency="EUR"),
+        row("blue", images.url("/blue.jpg"), brand="zed", color="blue", in_stock=False),
+    ]
+    reply = api.call("POST", "/items", json=rows)
+    assert reply.status == 202, reply.body
+    assert wait_for_job(api, reply.header("Location"))["done"] == 2
+    image = api.call("GET", "/items/shirt/image", headers={"Authorization": ""})  # public, like /similar
+    assert image.status == 200 and image.header("Content-Type") == "image/jpeg"
+    from PIL import Image as PilImage
+
+    thumbnail = PilImage.open(io.BytesIO(image.body))
+    assert max(thumbnail.size) <= 320 and thumbnail.size == (120, 160)  # small images stay as they are
+    again = api.call("GET", "/items/shirt/image", headers={"If-None-Match": image.header("ETag")})
+    assert again.status == 304
+    assert api.call("GET", "/items/nothing/image").status == 404
+    view = api.call("GET", "/items/shirt").json
+    assert view["image"] == {"url": "/items/shirt/image", "width": 120, "height": 160}
+    facets = api.call("GET", "/facets").json
+    assert facets["total"] == 2
+    assert {f["value"]: f["count"] for f in facets["brand"]} == {"acme": 1, "zed": 1}
+    assert facets["in_stock"] == {"true": 1, "false": 1} and facets["price"]["min"] == "19.90"
+    assert {f["value"] for f in facets["attributes"]["color"]} == {"red", "blue"}
+
+
+def test_with_a_private_search_thumbnails_and_facets_need_the_search_role(api_settings, serve):
+    settings = api_settings(api={"bootstrap_admin_key": TEST_ADMIN_KEY, "public_search": False})
+    migrate.upgrade(settings.database)
+    private = serve(create_app(settings))
+    anonymous = {"Authorization": ""}
+    assert private.call("GET", "/facets", headers=anonymous).status == 401
+    assert private.call("GET", "/items/x/image", headers=anonymous).status == 401
+    assert private.call("GET", "/facets").status == 200  # the admin key holds every role
+
+
+def test_a_web_session_stands_for_its_key_on_reads_never_on_api_writes(api):
+    import re
+
+    anonymous = {"Authorization": ""}
+    page = api.call("GET", "/login", headers=anonymous)
+    assert "frame-ancestors 'none'" in page.header("Content-Security-Policy")  # never framed (clickjacking)
+    cookie = page.header("Set-Cookie").split(";")[0]
+    assert "HttpOnly" in page.header("Set-Cookie") and "SameSite=Lax" in page.header("Set-Cookie")
+    token = re.search(rb'name="csrf-token" content="([^"]+)"', page.body).group(1).decode()
+    form = f"csrf_token={token}&key={TEST_ADMIN_KEY}&next=/catalog".encode()
+    signed_in = api.call(
+        "POST", "/login", data=form,
+        headers={**anonymous, "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert signed_in.status == 302 and signed_in.header("Location") == "/catalog"
+    session = {**anonymous, "Cookie": signed_in.header("Set-Cookie").split(";")[0]}
+    assert api.call("GET", "/catalog", headers=session).status == 200  # the admin page, signed in
+    assert api.call("GET", "/jobs/1", headers=session).status == 404  # a read with the key's role
+    assert api.call("GET", "/jobs/1", headers=anonymous).status == 401
+    # a write to the JSON API needs the key itself: a cookie (which another site could make a browser
+    # send) is not enough
+    write = api.call("POST", "/items", json=[row("x", "http://127.0.0.1:1/x.jpg")], headers=session)
+    assert write.status == 401
+    assert api.call("DELETE", "/items/x", headers=session).status == 401
+    # a key revoked after the sign-in ends the session at the next request
+    with ApiServices.of(api.app).services.database.session() as db:
+        from db.api_keys import revoke_key
+
+        revoke_key(db, TEST_ADMIN_KEY.split("_", 2)[1])
+    assert api.call("GET", "/jobs/1", headers=session).status == 401

@@ -13,7 +13,16 @@ from db import migrate
 from db.models import Crop, IndexState, IndexVersion, Item
 from db.session import Database, DatabaseUnavailableError
 
-TABLES = {"items", "crops", "index_versions", "ingest_jobs", "api_keys", "version_items", "serving_processes"}
+TABLES = {
+    "items",
+    "crops",
+    "index_versions",
+    "ingest_jobs",
+    "api_keys",
+    "version_items",
+    "serving_processes",
+    "thumbnails",
+}
 
 
 def tables(url: str) -> set[str]:
@@ -36,18 +45,21 @@ def test_upgrade_creates_and_downgrade_base_removes_the_schema(database_url):
     settings = DatabaseSettings(url=database_url)
     migrate.upgrade(settings)
     assert tables(database_url) == TABLES
-    assert migrate.current_revision(settings) == "0005"
+    assert migrate.current_revision(settings) == "0006"
     assert {"image_trusted", "image_root", "claim_source", "fields_pending"} <= {
         c["name"] for c in inspect_columns(database_url, "items")
     }
     assert {"models", "activation_requested_at"} <= {
         c["name"] for c in inspect_columns(database_url, "index_versions")
     }
+    migrate.downgrade(settings, "0005")  # the thumbnails go
+    assert tables(database_url) == TABLES - {"thumbnails"}
+    assert "image_width" not in {c["name"] for c in inspect_columns(database_url, "items")}
     migrate.downgrade(settings, "0004")  # the version items and serving processes go
-    assert tables(database_url) == TABLES - {"version_items", "serving_processes"}
+    assert tables(database_url) == TABLES - {"version_items", "serving_processes", "thumbnails"}
     assert "models" not in {c["name"] for c in inspect_columns(database_url, "index_versions")}
     migrate.downgrade(settings, "0003")  # the keys table and the trusted-source columns go
-    assert tables(database_url) == TABLES - {"api_keys", "version_items", "serving_processes"}
+    assert tables(database_url) == TABLES - {"api_keys", "version_items", "serving_processes", "thumbnails"}
     assert "image_trusted" not in {c["name"] for c in inspect_columns(database_url, "items")}
     assert "base_version_id" in {c["name"] for c in inspect_columns(database_url, "index_versions")}
     migrate.downgrade(settings, "0002")  # the post-processing columns go
@@ -68,8 +80,8 @@ def test_cli_upgrade_and_downgrade(database_url, monkeypatch):
     runner = CliRunner()
     result = runner.invoke(main, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "at revision 0005" in result.output
-    assert runner.invoke(main, ["db", "current"]).output.strip() == "0005"
+    assert "at revision 0006" in result.output
+    assert runner.invoke(main, ["db", "current"]).output.strip() == "0006"
     result = runner.invoke(main, ["db", "downgrade", "base"])
     assert result.exit_code == 0, result.output
     assert "at revision base" in result.output

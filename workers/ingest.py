@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,10 +38,12 @@ from db.index_versions import write_targets
 from db.indexing import ItemCrops, NewCrop, index_items
 from db.models import IngestJob, Item, ItemStatus, VersionItem, utcnow
 from db.session import Database
+from db.thumbnails import save_thumbnail, with_thumbnails
 from db.vectors import VectorStoreError, VectorStoreUnavailableError
 from ingestion.detection import FusedDetection
 from ingestion.errors import ImageFetchError
 from ingestion.images import LoadedImage, SourceBytes, decode_image, read_source
+from ingestion.images.thumbnails import Thumbnail, make_thumbnail
 from ingestion.model_sets import ModelSet
 from ingestion.pipeline import ImageAnalysis, Pipeline
 
@@ -55,6 +57,7 @@ class ClaimedItem:
     held_by: frozenset[int]  # the versions holding it from the image bytes of ``content_hash``
     trusted: bool = False  # from a trusted feed: may be a local file (inside ``root``)
     root: str | None = None
+    has_thumbnail: bool = True
 
 
 @dataclass
@@ -68,6 +71,7 @@ class PreparedBatch:
     failed: dict[str, str] = field(default_factory=dict)
     retry: dict[str, str] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
+    thumbnails: dict[str, Thumbnail] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,6 +137,7 @@ def claim_items(
         )
         items = session.scalars(query).all()
         held: dict[int, set[int]] = defaultdict(set)  # item id -> versions holding it from its bytes
+        thumbnails = with_thumbnails(session, [i.id for i in items])
         for item_id, version_id in session.execute(
             select(VersionItem.item_id, VersionItem.version_id)
             .join(Item, Item.id == VersionItem.item_id)
@@ -160,6 +165,7 @@ def claim_items(
                     frozenset(held[item.id]),
                     bool(item.image_trusted),
                     item.image_root,
+                    item.id in thumbnails,
                 )
             )
     return claimed
@@ -247,14 +253,20 @@ def prepare_batch(services: Services, skus: Sequence[str], token: str, job_id: i
             continue
         same_bytes = hashlib.sha256(result.data).hexdigest() == item.content_hash
         missing = [t for t in targets if not (same_bytes and t.version_id in item.held_by)]
-        if not missing:
+        if not missing and item.has_thumbnail:
             batch.unchanged.append(item.sku)  # same bytes, held everywhere: not even decoded
             continue
         policy, _ = fetch_policy(item, settings)
         try:
-            to_embed.append((item, decode_image(result.data, policy, source=result.label), missing))
+            loaded = decode_image(result.data, policy, source=result.label)
         except ClothesSearchError as exc:
             batch.failed[item.sku] = describe_error(exc)
+            continue
+        batch.thumbnails[item.sku] = make_thumbnail(loaded, settings.pipeline.thumbnail_size)
+        if missing:
+            to_embed.append((item, loaded, missing))
+        else:
+            batch.unchanged.append(item.sku)  # decoded only for its thumbnail (kept since this release)
     _analyse_for_targets(to_embed, targets, batch)
     return batch
 
@@ -335,6 +347,7 @@ def write_batch(services: Services, batch: PreparedBatch) -> BatchOutcome:
             if sku in ours:
                 _release(by_sku[sku], ItemStatus.INDEXED, None)
                 outcome.unchanged.append(sku)
+        _save_thumbnails(session, batch.thumbnails, [*outcome.indexed, *outcome.unchanged])
         for sku, reason in batch.failed.items():
             if sku in ours:
                 _release(by_sku[sku], ItemStatus.FAILED, reason)
@@ -360,6 +373,17 @@ def write_batch(services: Services, batch: PreparedBatch) -> BatchOutcome:
             )
             refresh_job_counts(session, batch.job_id)
     return outcome
+
+
+def _save_thumbnails(session: Session, thumbnails: Mapping[str, Thumbnail], skus: Sequence[str]) -> None:
+    """Store the thumbnails of the items written (their image is the one the thumbnail shows)."""
+    wanted = [sku for sku in skus if sku in thumbnails]
+    if not wanted:
+        return
+    for item in session.scalars(select(Item).where(Item.sku.in_(wanted))):
+        made = thumbnails[item.sku]
+        size = (made.width, made.height)
+        save_thumbnail(session, item, made.jpeg, size, made.original_size, made.content_hash)
 
 
 def index_with_fallback(

@@ -29,8 +29,10 @@ from clothes_search.errors import ClothesSearchError
 from clothes_search.services import Services
 from db.indexing import ItemCrops
 from db.models import IndexVersion, Item, ItemStatus, VersionItem
+from db.thumbnails import save_thumbnail
 from ingestion.errors import ImageFetchError
-from ingestion.images import decode_image
+from ingestion.images import LoadedImage, decode_image
+from ingestion.images.thumbnails import make_thumbnail
 from workers.ingest import ClaimedItem, crops_of, describe_error, fetch_all, fetch_policy, index_with_fallback
 
 log = logging.getLogger(__name__)
@@ -130,12 +132,25 @@ def reindex_batch(services: Services, version_id: int, skus: Sequence[str]) -> R
         )
     written, refused = index_with_fallback(services, version_id, entries, mark_indexed=False)
     outcome.failed.update(refused)
+    _backfill_thumbnails(services, [(item, image) for item, image, _ in loaded if not item.has_thumbnail])
     for entry in entries:
         if entry.sku in written:
             outcome.embedded.append(entry.sku)
         elif entry.sku not in refused:
             outcome.skipped.append(entry.sku)  # its image was replaced meanwhile: ingestion writes it
     return outcome
+
+
+def _backfill_thumbnails(services: Services, decoded: Sequence[tuple[ClaimedItem, LoadedImage]]) -> None:
+    """Thumbnails for items ingested before they were kept (a build decodes their images anyway)."""
+    if not decoded:
+        return
+    size = services.settings.pipeline.thumbnail_size
+    made = {item.sku: make_thumbnail(image, size) for item, image in decoded}
+    with services.database.session() as session:
+        for row in session.scalars(select(Item).where(Item.sku.in_(list(made)), Item.image_width.is_(None))):
+            t = made[row.sku]
+            save_thumbnail(session, row, t.jpeg, (t.width, t.height), t.original_size, t.content_hash)
 
 
 def batches_of(skus: Sequence[str], size: int) -> Iterator[list[str]]:

@@ -112,6 +112,24 @@ def submit_rows(
     return result
 
 
+def retry_failed(database: Database, skus: Sequence[str], created_by: str) -> SubmitResult:
+    """Queue these failed items again (their image may have been fixed at its source) as a new job."""
+    result = SubmitResult(job_id=None)
+    with database.session() as session:
+        failed = list(
+            session.scalars(select(Item).where(Item.sku.in_(list(skus)), Item.status == ItemStatus.FAILED))
+        )
+        if not failed:
+            return result
+        job = IngestJob(source="retry", created_by=created_by[:128], total=len(failed))
+        session.add(job)
+        session.flush()
+        for item in failed:
+            item.status, item.attempts, item.last_job_id = ItemStatus.PENDING, 0, job.id
+        result.job_id, result.queued = job.id, [item.sku for item in failed]
+    return result
+
+
 def _source(row: CatalogRow, feed_folder: Path | None) -> str:
     """The row's image source; a trusted feed's relative local path is taken from the feed's folder."""
     if feed_folder is not None and row.image_path is not None and not Path(row.image_path).is_absolute():

@@ -14,6 +14,7 @@ from celery.app.task import Task
 from db.indexing import ItemCrops, NewCrop
 from db.session import DatabaseUnavailableError
 from db.vectors import VectorStoreUnavailableError
+from ingestion.images.thumbnails import Thumbnail
 from workers.ingest import PreparedBatch, prepare_batch, requeue_stale, retry_delay, write_batch
 from workers.reindex import reindex_batch
 from workers.routing import (
@@ -84,6 +85,15 @@ def encode_batch(batch: PreparedBatch) -> dict[str, Any]:
         "retry": batch.retry,
         "attempts": batch.attempts,
         "to_index": {str(version): encode_entries(entries) for version, entries in batch.to_index.items()},
+        "thumbnails": {
+            sku: {
+                "jpeg": base64.b64encode(t.jpeg).decode(),
+                "size": [t.width, t.height],
+                "original_size": list(t.original_size),
+                "content_hash": t.content_hash,
+            }
+            for sku, t in batch.thumbnails.items()
+        },
     }
 
 
@@ -96,6 +106,12 @@ def decode_batch(data: dict[str, Any]) -> PreparedBatch:
         retry=dict(data["retry"]),
         attempts={k: int(v) for k, v in data["attempts"].items()},
         to_index={int(version): decode_entries(entries) for version, entries in data["to_index"].items()},
+        thumbnails={
+            sku: Thumbnail(
+                base64.b64decode(t["jpeg"]), *t["size"], tuple(t["original_size"]), t["content_hash"]
+            )
+            for sku, t in data.get("thumbnails", {}).items()
+        },
     )
 
 

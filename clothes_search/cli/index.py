@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from clothes_search.cli.context import CliContext, pass_cli
 from clothes_search.cli.index_build import activate, build, drop, gc
 from clothes_search.errors import ClothesSearchError
-from db.index_versions import is_retained, live_version, version_progress
-from db.models import Crop, IndexState, IndexVersion
+from db.index_versions import live_version
+from db.models import IndexVersion
 from db.postprocessed_versions import PostprocessSpec, build_postprocessed_version
 from db.reconcile import reconcile as run_reconcile
 from db.serving_processes import recent
 from db.session import Database
 from db.vectors import VectorStore
-from db.version_lifecycle import activate_when_ready
+from db.version_lifecycle import activate_when_ready, version_overview
 
 
 @click.group()
@@ -66,7 +65,7 @@ def status(cli: CliContext, as_json: bool) -> None:
     try:
         with database.session() as session, VectorStore(settings.milvus) as store:
             versions = [
-                _describe_version(session, store, version, settings.versions.retention_s)
+                version_overview(session, store, version, settings.versions.retention_s)
                 for version in session.scalars(select(IndexVersion).order_by(IndexVersion.id))
             ]
             processes = [
@@ -93,34 +92,6 @@ def status(cli: CliContext, as_json: bool) -> None:
         click.echo("no index versions yet")
     for p in processes:
         click.echo(f"process {p['process']} ({p['role']}): models {', '.join(p['models']) or 'none'}")
-
-
-def _describe_version(
-    session: Session, store: VectorStore, version: IndexVersion, retention_s: float
-) -> dict[str, object]:
-    rows = session.scalar(select(func.count(Crop.id)).where(Crop.index_version_id == version.rows_version_id))
-    progress = version_progress(session, version)
-    name = version.collection_name
-    retained_until = None
-    if version.state == IndexState.RETIRED and is_retained(version, retention_s) and version.retired_at:
-        retained_until = (version.retired_at + timedelta(seconds=retention_s)).isoformat(timespec="seconds")
-    return {
-        "collection": name,
-        "state": str(version.state),
-        "signature": version.signature,
-        "dimension": version.dimension,
-        "items_held": progress.held,
-        "items_total": progress.total,
-        "complete": progress.complete,
-        "crop_rows": int(rows or 0),
-        "vectors": store.count(name) if store.has_collection(name) else 0,
-        "description": version.signature_description,
-        "postprocess": (
-            PostprocessSpec.from_dict(version.postprocess).describe() if version.postprocess else ""
-        ),
-        "retained_until": retained_until,
-        "activation_requested": version.activation_requested_at is not None,
-    }
 
 
 @index.command()
