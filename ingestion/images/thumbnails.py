@@ -28,4 +28,6 @@ def make_thumbnail(loaded: LoadedImage, size: int, quality: int = 82) -> Thumbna
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=quality, optimize=True, progressive=True)
-    return Thumbnail(buffer.getvalue(), image.width, image.height, loaded.original_size, loaded.content_sha256)
+    return Thumbnail(
+        buffer.getvalue(), image.width, image.height, loaded.original_size, loaded.content_sha256
+    )
