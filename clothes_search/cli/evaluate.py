@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -9,7 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,9 @@ import click
 from clothes_search.cli.context import CliContext, pass_cli
 from clothes_search.errors import ClothesSearchError
 from clothes_search.evaluation.ablation import ablation_configs, main_config
+from clothes_search.evaluation.deepfashion2 import ImageAnnotation
+from clothes_search.evaluation.official import gallery_gt_rows, query_gt_rows, results_rows
+from clothes_search.evaluation.protocol import QueryDetection
 from clothes_search.evaluation.report import ConfigResult, markdown_table, plot_topk, write_json
 from clothes_search.evaluation.runner import Evaluation
 from clothes_search.evaluation.tuning import (
@@ -87,6 +91,9 @@ def evaluate(
     started = time.perf_counter()
     results: list[ConfigResult] = []
     counts = {"queries": 0, "gallery_images": 0}
+    official_dir = out_dir / "official"
+    detections: dict[str, dict[str, list[QueryDetection]]] = {}
+    split_annotations: tuple[list[ImageAnnotation], dict[str, ImageAnnotation]] = ([], {})
     try:
         plans = [(settings, configs)]
         if tune:
@@ -105,6 +112,8 @@ def evaluate(
             try:
                 results.extend(evaluation.run(config) for config in plan_configs)
                 counts = {"queries": len(evaluation.queries), "gallery_images": len(evaluation.gallery)}
+                detections.update(evaluation.detections)
+                split_annotations = (evaluation.queries, evaluation.gallery)
             finally:
                 evaluation.close()
     except (ClothesSearchError, ValueError) as exc:
@@ -123,13 +132,36 @@ def evaluate(
         **counts,
     }
     (out_dir / "eval.md").write_text(table + "\n")
+    write_official_files(*split_annotations, detections, official_dir)
     write_json(results, out_dir / "eval.json", extra)
     plot_topk(results, out_dir / "eval.png", title=f"top-k accuracy on {split_dir.name}")
     click.echo(table)
     summary = f"{extra['queries']} query images, {extra['gallery_images']} gallery images"
     click.echo(f"\n{summary}, {elapsed:.0f} s; wrote {out_dir / 'eval.md'}, eval.json, eval.png")
+    click.echo(
+        f"the challenge's files: {official_dir}/query_gt.json, gallery_gt.json and results-<n>.json per "
+        "configuration (re-score with deepfashion2_retrieval_test.py)"
+    )
     if tune:
         click.echo(f"tuned values: {out_dir / 'tuned.toml'} (trials: {out_dir / 'tune.md'})")
+
+
+def write_official_files(
+    queries: Sequence[ImageAnnotation],
+    gallery: Mapping[str, ImageAnnotation],
+    detections: Mapping[str, Mapping[str, Sequence[QueryDetection]]],
+    folder: Path,
+) -> None:
+    """The ground truth and every configuration's results in the challenge's format, with an index of
+    which results file is which configuration."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "query_gt.json").write_text(json.dumps(query_gt_rows(queries)))
+    (folder / "gallery_gt.json").write_text(json.dumps(gallery_gt_rows(gallery)))
+    index = []
+    for number, (name, found) in enumerate(detections.items(), start=1):
+        (folder / f"results-{number}.json").write_text(json.dumps(results_rows(found)))
+        index.append({"file": f"results-{number}.json", "configuration": name})
+    (folder / "results.json").write_text(json.dumps(index, indent=2))
 
 
 def _tune(

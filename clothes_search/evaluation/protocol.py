@@ -185,7 +185,7 @@ def _matched_garments(
     return matched
 
 
-def _score_ranking(
+def score_ranking(
     results: Sequence[RetrievedCrop],
     pair_id: int,
     style: int,
@@ -212,7 +212,7 @@ def _score_ranking(
     return first_correct_rank, average_precision
 
 
-def _validated_ks(ks: Sequence[int]) -> tuple[int, ...]:
+def validated_ks(ks: Sequence[int]) -> tuple[int, ...]:
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
         raise EvaluationInputError(f"ks must be a non-empty list of integers >= 1, got {list(ks)}")
     return tuple(sorted(set(ks)))
@@ -238,7 +238,7 @@ def evaluate(
         ks: the cut-offs of top-k accuracy.
         gallery_iou: the IoU a retrieved crop needs with the gallery garment to be correct.
     """
-    ks = _validated_ks(ks)
+    ks = validated_ks(ks)
     if not 0.0 < gallery_iou <= 1.0:
         raise EvaluationInputError(f"gallery_iou must be in (0, 1], got {gallery_iou}")
     seen_ids = Counter(image.image_id for image in queries)
@@ -268,7 +268,7 @@ def evaluate(
             first_correct_rank, average_precision, detection_iou = None, 0.0, None
             if assigned is not None:
                 detection, detection_iou = assigned
-                first_correct_rank, average_precision = _score_ranking(
+                first_correct_rank, average_precision = score_ranking(
                     detection.results,
                     image.pair_id,
                     item.style,

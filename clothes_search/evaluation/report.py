@@ -19,8 +19,11 @@ _SIGNATURE_CHARS = 12
 class ConfigResult:
     """The scores of one configuration (detectors, embedders, re-ranking …) on one split.
 
-    ``signature`` is the model signature hash ("" when there is none); ``seconds`` holds the wall time of
-    each stage, e.g. ``{"index": 812.4, "search": 95.1}``.
+    ``scores`` follow the challenge's rules (:mod:`clothes_search.evaluation.official`); ``lenient``,
+    when given, our lenient matching (:mod:`clothes_search.evaluation.protocol`: same-category
+    assignment, coarse and category-agnostic detections accepted). ``signature`` is the model signature
+    hash ("" when there is none); ``seconds`` holds the wall time of each stage, e.g.
+    ``{"index": 812.4, "search": 95.1}``.
     """
 
     name: str
@@ -28,6 +31,7 @@ class ConfigResult:
     signature: str
     scores: RetrievalScores
     seconds: dict[str, float]
+    lenient: RetrievalScores | None = None
 
 
 def _all_ks(results: Sequence[ConfigResult]) -> list[int]:
@@ -56,25 +60,44 @@ def markdown_table(results: Sequence[ConfigResult]) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for result in results:
-        scores = result.scores
         configuration = f"{result.name}: {result.description}" if result.description else result.name
-        row = [
-            _cell(configuration),
-            _cell(result.signature[:_SIGNATURE_CHARS]),
-            *(f"{scores.topk_accuracy[k]:.3f}" if k in scores.topk_accuracy else "–" for k in ks),
-            f"{scores.map_at_20:.3f}",
-            f"{scores.detected_items} / {scores.query_items}",
-            f"{scores.detection_recall_at_50:.3f}",
-        ]
-        lines.append("| " + " | ".join(row) + " |")
+        rows = [(configuration, result.scores)]
+        if result.lenient is not None:
+            rows.append(
+                (f"{result.name} · lenient rules (ours: coarse / agnostic classes accepted)", result.lenient)
+            )
+        for label, scores in rows:
+            row = [
+                _cell(label),
+                _cell(result.signature[:_SIGNATURE_CHARS]),
+                *(f"{scores.topk_accuracy[k]:.3f}" if k in scores.topk_accuracy else "–" for k in ks),
+                f"{scores.map_at_20:.3f}",
+                f"{scores.detected_items} / {scores.query_items}",
+                f"{scores.detection_recall_at_50:.3f}",
+            ]
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _result_record(result: ConfigResult) -> dict[str, Any]:
     record = asdict(result)
-    record["scores"]["ks"] = list(result.scores.ks)
-    record["scores"]["topk_accuracy"] = {str(k): v for k, v in result.scores.topk_accuracy.items()}
+    for name, scores in (("scores", result.scores), ("lenient", result.lenient)):
+        if scores is not None:
+            record[name]["ks"] = list(scores.ks)
+            record[name]["topk_accuracy"] = {str(k): v for k, v in scores.topk_accuracy.items()}
     return record
+
+
+def _scores(raw_scores: Mapping[str, Any]) -> RetrievalScores:
+    return RetrievalScores(
+        ks=tuple(raw_scores["ks"]),
+        query_items=raw_scores["query_items"],
+        detected_items=raw_scores["detected_items"],
+        topk_accuracy={int(k): v for k, v in raw_scores["topk_accuracy"].items()},
+        map_at_20=raw_scores["map_at_20"],
+        detection_recall_at_50=raw_scores["detection_recall_at_50"],
+        items=[ItemOutcome(**item) for item in raw_scores["items"]],
+    )
 
 
 def write_json(results: Sequence[ConfigResult], path: Path, extra: Mapping[str, Any]) -> None:
@@ -92,23 +115,14 @@ def read_json(path: Path) -> tuple[list[ConfigResult], dict[str, Any]]:
     document = json.loads(Path(path).read_text(encoding="utf-8"))
     results = []
     for record in document["results"]:
-        raw_scores = record["scores"]
-        scores = RetrievalScores(
-            ks=tuple(raw_scores["ks"]),
-            query_items=raw_scores["query_items"],
-            detected_items=raw_scores["detected_items"],
-            topk_accuracy={int(k): v for k, v in raw_scores["topk_accuracy"].items()},
-            map_at_20=raw_scores["map_at_20"],
-            detection_recall_at_50=raw_scores["detection_recall_at_50"],
-            items=[ItemOutcome(**item) for item in raw_scores["items"]],
-        )
         results.append(
             ConfigResult(
                 name=record["name"],
                 description=record["description"],
                 signature=record["signature"],
-                scores=scores,
+                scores=_scores(record["scores"]),
                 seconds=dict(record["seconds"]),
+                lenient=_scores(record["lenient"]) if record.get("lenient") else None,
             )
         )
     return results, dict(document["run"])

@@ -25,6 +25,7 @@ from typing import Literal
 from PIL import Image
 
 from clothes_search.evaluation.deepfashion2 import GarmentAnnotation, ImageAnnotation, read_split
+from clothes_search.evaluation.official import evaluate_official
 from clothes_search.evaluation.protocol import (
     QueryDetection,
     RetrievalScores,
@@ -112,6 +113,8 @@ class Evaluation:
             raise ValueError(f"{self.feed} names images without a shop annotation: {unknown[:5]}")
         self._indexes: dict[str, _Index] = {}
         self.category_match = default_category_match(dict(settings.categories.coarse))
+        #: configuration name -> its detections and results (for the challenge's results file)
+        self.detections: dict[str, dict[str, list[QueryDetection]]] = {}
 
     def close(self) -> None:
         for index in self._indexes.values():
@@ -127,20 +130,24 @@ class Evaluation:
             started = time.perf_counter()
             detections = self._search_all(services, config)
             seconds["queries"] = time.perf_counter() - started
-        scores: RetrievalScores = evaluate(
+        scores = evaluate_official(self.queries, detections, self.gallery)
+        lenient: RetrievalScores = evaluate(
             self.queries, detections, self.gallery, category_match=self.category_match
         )
         signature = services.pipeline.signature
         self.progress(
             f"{config.name}: top-1 {scores.topk_accuracy[1]:.3f}, top-20 {scores.topk_accuracy[20]:.3f} "
-            f"({seconds['queries']:.0f} s for {len(self.queries)} query images)"
+            f"(lenient {lenient.topk_accuracy[1]:.3f} / {lenient.topk_accuracy[20]:.3f}; "
+            f"{seconds['queries']:.0f} s for {len(self.queries)} query images)"
         )
+        self.detections[config.name] = detections
         return ConfigResult(
             name=config.name,
             description=" ".join([config.description, *notes]),
             signature=signature.hash,
             scores=scores,
             seconds=seconds,
+            lenient=lenient,
         )
 
     def index_services(self, config: EvalConfig) -> Services:
