@@ -31,7 +31,7 @@ MODELS = {
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
-    build_sample_set(root, seed=3, validation_items=8, train_items=2)
+    build_sample_set(root, seed=3, validation_items=8, unseen_items=2, train_items=2)
     return root
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,11 @@ from PIL import Image
 
 from clothes_search.cli.sample_data import make_sample_data
 from clothes_search.sample_data import MissingSourceError, SampleDataError, SampleSources, build_sample_set
+from clothes_search.sample_data.backgrounds import PROCEDURAL, procedural_background
 from clothes_search.sample_data.compositing import composite, to_uint8
 from clothes_search.sample_data.fashion_mnist import load_fashion_mnist, read_idx
 from clothes_search.sample_data.split import SPLIT_PART, plan_split, render_split
+from clothes_search.sample_data.styles import SEEN, UNSEEN, check_disjoint
 from ingestion.feed import parse_feed
 
 # DeepFashion2's categories as its own files spell them, by category_id.
@@ -47,8 +50,9 @@ ITEM_FIELDS = {
     "segmentation",
     "landmarks",
 }
-SPLITS = ("validation", "train")
-SIZES = {"validation_items": 7, "train_items": 6}
+SPLITS = ("validation", "validation_unseen", "train")
+SIZES = {"validation_items": 7, "validation_unseen_items": 6, "train_items": 6}
+BUILD_SIZES = {"validation_items": 7, "unseen_items": 6, "train_items": 6}
 
 
 def _require_sources() -> SampleSources:
@@ -67,7 +71,7 @@ def sample_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sample-sets")
     sets = {"a": (root / "a", 0), "b": (root / "b", 0), "other": (root / "other", 1)}
     for out, seed in sets.values():
-        build_sample_set(out, seed=seed, **SIZES)
+        build_sample_set(out, seed=seed, **BUILD_SIZES)
     return {name: out for name, (out, _) in sets.items()}
 
 
@@ -117,7 +121,7 @@ def test_fashion_mnist_has_its_documented_shape_and_balanced_labels() -> None:
 def test_missing_inputs_name_the_install_script(tmp_path: Path) -> None:
     sources = SampleSources(fashion_mnist_dir=tmp_path / "no-such-dir")
     with pytest.raises(MissingSourceError, match=r"scripts/system-deps\.sh") as caught:
-        build_sample_set(tmp_path / "out", sources=sources, **SIZES)
+        build_sample_set(tmp_path / "out", sources=sources, **BUILD_SIZES)
     assert str(tmp_path / "no-such-dir" / "train-images-idx3-ubyte.gz") in str(caught.value)
     assert not (tmp_path / "out").exists()
 
@@ -173,7 +177,8 @@ def test_consumer_garments_are_matched_by_shop_images_of_their_pair(sample_set: 
             styles = sorted(style for pid, style in shop if pid == pair_id)
             assert styles in ([1, 2], [1, 2, 3])
         pair_ids[split] = {pair_id for pair_id, _ in shop}
-    assert not pair_ids["validation"] & pair_ids["train"]
+    all_ids = [pair_id for ids in pair_ids.values() for pair_id in ids]
+    assert len(all_ids) == len(set(all_ids))
 
 
 def test_splits_share_no_garment(sample_set: Path) -> None:
@@ -187,6 +192,8 @@ def test_splits_share_no_garment(sample_set: Path) -> None:
         garments[split] = {data.images[int(origin.split(":")[1])].tobytes() for origin in origins}
         assert len({row["attributes"]["item_id"] for row in rows}) == SIZES[f"{split}_items"]
     assert not garments["validation"] & garments["train"]
+    assert not garments["validation_unseen"] & garments["train"]
+    assert not garments["validation"] & garments["validation_unseen"]
 
 
 def test_catalog_feed_parses_and_describes_the_shop_images(sample_set: Path) -> None:
@@ -217,7 +224,12 @@ def test_catalog_feed_parses_and_describes_the_shop_images(sample_set: Path) -> 
 def test_manifest_counts_the_files_and_licenses_name_the_sources(sample_set: Path) -> None:
     manifest = json.loads((sample_set / "manifest.json").read_text())
     assert manifest["seed"] == 0
-    assert manifest["flags"] == {**SIZES, "shop_per_item": 2, "user_per_pair": 2}
+    assert manifest["flags"] == {
+        **BUILD_SIZES,
+        "shop_per_item": 2,
+        "user_per_pair": 2,
+        "train_user_per_pair": 2,
+    }
     for split in SPLITS:
         annotations = _annotations(sample_set / split).values()
         counts = manifest["splits"][split]
@@ -233,6 +245,73 @@ def test_manifest_counts_the_files_and_licenses_name_the_sources(sample_set: Pat
     for source in manifest["sources"]:
         assert len(source["sha256"]) == 64
         assert Path(source["path"]).name in licenses
+
+
+def test_held_out_styles_never_occur_in_the_train_split(tmp_path: Path) -> None:
+    """Train (and seen validation) items, prints and backgrounds are the seen style's; the unseen split's
+    are the unseen style's, and the two styles share no colour, print, background family or studio."""
+    _require_sources()
+    out = tmp_path / "set"
+    build_sample_set(out, seed=5, validation_items=6, unseen_items=12, train_items=36, user_per_pair=3)
+    seen_values = {
+        "color": {c.name for c in SEEN.palette},
+        "pattern": {p.value for p in SEEN.patterns},
+        "background": {*SEEN.background_families, f"studio:{SEEN.studio}"},
+    }
+    unseen_values = {
+        "color": {c.name for c in UNSEEN.palette},
+        "pattern": {p.value for p in UNSEEN.patterns},
+        "background": {*UNSEEN.background_families, f"studio:{UNSEEN.studio}"},
+    }
+    for kind in seen_values:
+        assert not seen_values[kind] & unseen_values[kind], kind
+    used: dict[str, dict[str, set[str]]] = {}
+    for split in SPLITS:
+        rows = _catalog(out / split)
+        scenes = [json.loads(line) for line in (out / split / "scenes.jsonl").read_text().splitlines()]
+        assert [scene["image_id"] for scene in scenes] == sorted(_annotations(out / split))
+        used[split] = {
+            "color": {row["color"] for row in rows},
+            "pattern": {row["attributes"]["pattern"] for row in rows},
+            "background": {scene["background"] for scene in scenes},
+        }
+        assert {scene["style"] for scene in scenes} == {"unseen" if split == "validation_unseen" else "seen"}
+    for kind, values in seen_values.items():
+        assert used["train"][kind] <= values, kind
+        assert used["validation"][kind] <= values, kind
+        assert used["validation_unseen"][kind] <= unseen_values[kind], kind
+        assert not used["train"][kind] & used["validation_unseen"][kind], kind
+    # the train split really is varied: several prints, colours and both photo and procedural places
+    assert len(used["train"]["pattern"]) >= 3 and len(used["train"]["color"]) >= 6
+    assert {family.split(":")[0] for family in used["train"]["background"]} == {
+        "photo",
+        "procedural",
+        "studio",
+    }
+    assert {family.split(":")[0] for family in used["validation_unseen"]["background"]} == {
+        "photo",
+        "procedural",
+        "studio",
+    }
+
+
+def test_styles_that_share_a_colour_are_refused() -> None:
+    clash = replace(UNSEEN, name="clash", palette=(*UNSEEN.palette, SEEN.palette[0]))
+    with pytest.raises(ValueError, match="share"):
+        check_disjoint(SEEN, clash)
+
+
+def test_procedural_backgrounds_are_images_and_depend_on_the_seed() -> None:
+    for kind in PROCEDURAL:
+        first = procedural_background(kind, np.random.default_rng(1), 64, 48)
+        again = procedural_background(kind, np.random.default_rng(1), 64, 48)
+        other = procedural_background(kind, np.random.default_rng(2), 64, 48)
+        assert first.shape == (48, 64, 3) and first.dtype == np.float32
+        assert first.min() >= 0.0 and first.max() <= 1.0 and first.std() > 0.01, kind
+        np.testing.assert_array_equal(first, again)
+        assert not np.array_equal(first, other), kind
+    with pytest.raises(SampleDataError, match="unknown procedural background"):
+        procedural_background("marble", np.random.default_rng(0), 8, 8)
 
 
 # -- determinism ------------------------------------------------------------------------------------
@@ -278,10 +357,18 @@ def test_boxes_bound_exactly_the_pixels_each_garment_changes(tmp_path: Path) -> 
     """
     sources = _require_sources()
     data = load_fashion_mnist(*sources.fashion_mnist_files("t10k"))
-    backgrounds = [Image.open(path).convert("RGB") for path in sources.background_files()]
-    plan = plan_split("validation", data, items=12, seed=3, first_pair_id=1)
+    photos = {path.name: Image.open(path).convert("RGB") for path in sources.background_files()}
     checked = {"user": 0, "shop": 0, "hidden_part": 0}
-    for rendered in render_split(plan, data, backgrounds, shop_per_item=1, user_per_pair=2):
+    plans = [
+        plan_split("validation", data, items=12, seed=3, first_pair_id=1),
+        plan_split("validation_unseen", data, items=12, seed=3, first_pair_id=1),
+    ]
+    rendered_images = [
+        rendered
+        for plan in plans
+        for rendered in render_split(plan, data, photos, shop_per_item=1, user_per_pair=2)
+    ]
+    for rendered in rendered_images:
         scene = rendered.scene
         full = scene.render()
         height, width = full.shape[:2]
@@ -304,7 +391,7 @@ def test_boxes_bound_exactly_the_pixels_each_garment_changes(tmp_path: Path) -> 
         Image.fromarray(to_uint8(full)).save(path, quality=92)
         saved = np.asarray(Image.open(path), dtype=np.float32)
         assert np.abs(saved - to_uint8(full)).mean() < 3.0
-    assert checked["user"] >= 8 and checked["shop"] == 12
+    assert checked["user"] >= 16 and checked["shop"] == 24
     assert checked["hidden_part"] > 0  # some garments are partly hidden or cut by the border
 
 
@@ -316,7 +403,7 @@ def test_command_refuses_a_non_empty_folder_unless_forced(tmp_path: Path) -> Non
     out = tmp_path / "set"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    args = [str(out), "--validation-items", "4", "--train-items", "4", "--quiet"]
+    args = [str(out), "--validation-items", "4", "--unseen-items", "4", "--train-items", "4", "--quiet"]
     runner = CliRunner()
 
     refused = runner.invoke(make_sample_data, args)

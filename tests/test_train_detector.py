@@ -112,7 +112,7 @@ def test_coarse_and_garment_names_count_for_the_fine_category():
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-set")
-    build_sample_set(root, seed=1, validation_items=4, train_items=4)
+    build_sample_set(root, seed=1, validation_items=4, unseen_items=2, train_items=4)
     return root
 
 

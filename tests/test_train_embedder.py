@@ -62,7 +62,7 @@ def unit(degrees: float) -> list[float]:
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sample") / "set"
-    build_sample_set(root, seed=1, validation_items=6, train_items=6)
+    build_sample_set(root, seed=1, validation_items=6, unseen_items=2, train_items=6)
     return root
 
 

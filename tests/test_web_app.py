@@ -72,7 +72,7 @@ def site(tmp_path_factory, models_dir) -> Iterator[Site]:
         pytest.fail("Debian's chromium is not installed (scripts/system-deps.sh installs it)", pytrace=False)
     root = tmp_path_factory.mktemp("web")
     sample = root / "sample"
-    build_sample_set(sample, validation_items=20, train_items=2)
+    build_sample_set(sample, validation_items=20, unseen_items=2, train_items=2)
     photo, coat_skus = consumer_photo(sample, root / "coat-on-person.jpg")
     broken_feed = sample / "validation" / "broken.jsonl"
     missing = sample / "validation" / "image" / "late-upload.jpg"

@@ -21,6 +21,13 @@ from clothes_search.sample_data import build_sample_set
     help="Catalog items of the validation split (from Fashion-MNIST's t10k file).",
 )
 @click.option(
+    "--unseen-items",
+    type=click.IntRange(min=2),
+    default=60,
+    show_default=True,
+    help="Catalog items of the validation_unseen split (other t10k garments, in a style train never uses).",
+)
+@click.option(
     "--train-items",
     type=click.IntRange(min=2),
     default=240,
@@ -37,6 +44,11 @@ from clothes_search.sample_data import build_sample_set
     show_default=True,
     help="Consumer images per pair of 2-3 items.",
 )
+@click.option(
+    "--train-user-per-pair",
+    type=click.IntRange(min=1),
+    help="Consumer images per pair in the train split (default: --user-per-pair).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 @click.option(
     "--force", is_flag=True, help="Write into a non-empty OUT, replacing a previous sample set there."
@@ -45,9 +57,11 @@ from clothes_search.sample_data import build_sample_set
 def make_sample_data(
     out: Path,
     validation_items: int,
+    unseen_items: int,
     train_items: int,
     shop_per_item: int,
     user_per_pair: int,
+    train_user_per_pair: int | None,
     seed: int,
     force: bool,
     quiet: bool,
@@ -56,7 +70,9 @@ def make_sample_data(
 
     Garments are Fashion-MNIST images (installed by scripts/system-deps.sh), upscaled and painted in a
     colour and pattern per catalog item; shop images show one item on a studio backdrop, consumer images
-    a pair's items on crops of OpenCV's sample photos. Writes OUT/{validation,train}/{image,annos}/,
+    a pair's items on crops of OpenCV's sample photos or procedural scenes. validation_unseen is drawn
+    in another style (palette, prints, places, studio, camera) than train and validation, to measure
+    generalisation. Writes OUT/{validation,validation_unseen,train}/{image,annos}/,
     a catalog feed per split (catalog.jsonl), manifest.json and LICENSES.md. The same flags and seed
     give the same files.
     """
@@ -66,9 +82,11 @@ def make_sample_data(
             out,
             seed=seed,
             validation_items=validation_items,
+            unseen_items=unseen_items,
             train_items=train_items,
             shop_per_item=shop_per_item,
             user_per_pair=user_per_pair,
+            train_user_per_pair=train_user_per_pair,
             overwrite=force,
             progress=None if quiet else lambda message: click.echo(message, err=True),
         )

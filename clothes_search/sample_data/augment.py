@@ -115,3 +115,11 @@ def jpeg_noise(cutout: Cutout, quality: int) -> Cutout:
     )
     decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=np.float32) / 255.0
     return Cutout(rgb=decoded, alpha=cutout.alpha)
+
+
+def sensor_noise(cutout: Cutout, rng: np.random.Generator, sd: float) -> Cutout:
+    """Add Gaussian noise of standard deviation ``sd`` (0..1 units) to every pixel and channel."""
+    if sd <= 0:
+        return cutout
+    grain = rng.normal(0.0, sd, size=cutout.rgb.shape).astype(np.float32)
+    return Cutout(rgb=np.clip(cutout.rgb + grain, 0.0, 1.0).astype(np.float32), alpha=cutout.alpha)

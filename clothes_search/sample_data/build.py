@@ -3,8 +3,11 @@
 Layout of ``out``::
 
     manifest.json  LICENSES.md
-    validation/ train/
-        image/<image_id>.jpg  annos/<image_id>.json  catalog.jsonl
+    validation/ validation_unseen/ train/
+        image/<image_id>.jpg  annos/<image_id>.json  catalog.jsonl  scenes.jsonl
+
+``scenes.jsonl`` says, per image, the generator style and background family it was drawn with
+(``validation_unseen`` uses a style that ``train`` never does, see styles.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from clothes_search.sample_data.catalog_feed import catalog_row
@@ -22,16 +26,23 @@ from clothes_search.sample_data.errors import SampleDataError
 from clothes_search.sample_data.fashion_mnist import load_fashion_mnist
 from clothes_search.sample_data.scenes import CONSUMER_SIZE
 from clothes_search.sample_data.sources import SampleSources, sha256_of
-from clothes_search.sample_data.split import SPLIT_PART, SplitName, SplitPlan, plan_split, render_split
+from clothes_search.sample_data.split import (
+    SPLIT_PART,
+    SPLIT_STYLE,
+    SplitName,
+    SplitPlan,
+    plan_split,
+    render_split,
+)
 from clothes_search.sample_data.studio import SHOP_SIZE
 from clothes_search.sample_data.writer import licenses_markdown, write_json, write_jsonl, write_rendered
 
 GENERATOR = "clothes-search make-sample-data"
 #: Bump when the same flags and seed would give different files.
-GENERATOR_VERSION = 1
-#: Validation first: its pair ids start at 1 and do not depend on the train flags.
-SPLITS: tuple[SplitName, ...] = ("validation", "train")
-_OWNED = ("validation", "train", "manifest.json", "LICENSES.md")
+GENERATOR_VERSION = 2
+#: Validation first: its pair ids start at 1 and do not depend on the other splits' flags.
+SPLITS: tuple[SplitName, ...] = ("validation", "validation_unseen", "train")
+_OWNED = ("validation", "validation_unseen", "train", "manifest.json", "LICENSES.md")
 _PROGRESS_EVERY = 100
 
 Progress = Callable[[str], None]
@@ -77,7 +88,15 @@ class SampleSetSummary:
 
 
 def _check_sizes(**sizes: int) -> None:
-    minimum = {"seed": 0, "validation_items": 2, "train_items": 2, "shop_per_item": 1, "user_per_pair": 1}
+    minimum = {
+        "seed": 0,
+        "validation_items": 2,
+        "unseen_items": 2,
+        "train_items": 2,
+        "shop_per_item": 1,
+        "user_per_pair": 1,
+        "train_user_per_pair": 1,
+    }
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum[name]:
             raise SampleDataError(f"{name} must be an integer >= {minimum[name]}, got {value!r}")
@@ -124,7 +143,7 @@ def _write_split(
     out: Path,
     plan: SplitPlan,
     sources: SampleSources,
-    backgrounds: list[Image.Image],
+    photos: dict[str, Image.Image],
     *,
     shop_per_item: int,
     user_per_pair: int,
@@ -134,11 +153,21 @@ def _write_split(
     data = load_fashion_mnist(*sources.fashion_mnist_files(SPLIT_PART[plan.name]))
     total = len(plan.items) * shop_per_item + len(plan.pairs) * user_per_pair
     rows: list[dict[str, object]] = []
+    scenes: list[dict[str, object]] = []
+    style = SPLIT_STYLE[plan.name].name
     counts = {"shop": 0, "user": 0, "query": 0, "distractor": 0}
-    images = render_split(plan, data, backgrounds, shop_per_item=shop_per_item, user_per_pair=user_per_pair)
+    images = render_split(plan, data, photos, shop_per_item=shop_per_item, user_per_pair=user_per_pair)
     for done, rendered in enumerate(images, start=1):
         path = write_rendered(split_dir, rendered).resolve()
         counts[rendered.source] += 1
+        scenes.append(
+            {
+                "image_id": rendered.image_id,
+                "source": rendered.source,
+                "style": style,
+                "background": rendered.background,
+            }
+        )
         if rendered.item is not None:
             item = rendered.item
             attributes: dict[str, str | int] = {
@@ -159,6 +188,7 @@ def _write_split(
             progress(f"{plan.name}: {done}/{total} images")
     catalog_path = split_dir / "catalog.jsonl"
     write_jsonl(catalog_path, rows)
+    write_jsonl(split_dir / "scenes.jsonl", scenes)
     return SplitSummary(
         name=plan.name,
         directory=split_dir,
@@ -186,7 +216,12 @@ def _manifest(seed: int, flags: dict[str, int], splits: list[SplitSummary], sour
         "flags": flags,
         "image_size": {"shop": list(SHOP_SIZE), "user": list(CONSUMER_SIZE)},
         "splits": {
-            split.name: {**split.as_json(), "fashion_mnist_part": SPLIT_PART[split.name]} for split in splits
+            split.name: {
+                **split.as_json(),
+                "fashion_mnist_part": SPLIT_PART[split.name],
+                "style": SPLIT_STYLE[split.name].name,
+            }
+            for split in splits
         },
         "sources": [
             {"path": str(path), "role": roles[path], "sha256": sha256_of(path)}
@@ -200,9 +235,11 @@ def build_sample_set(
     *,
     seed: int = 0,
     validation_items: int = 60,
+    unseen_items: int = 60,
     train_items: int = 240,
     shop_per_item: int = 2,
     user_per_pair: int = 2,
+    train_user_per_pair: int | None = None,
     progress: Progress | None = None,
     overwrite: bool = False,
     sources: SampleSources | None = None,
@@ -210,16 +247,22 @@ def build_sample_set(
     """Generate the consumer-to-shop sample set into ``out``; same arguments, same bytes.
 
     Validation items come from Fashion-MNIST's t10k file and train items from its train file, so the
-    splits share no garment. ``out`` must be empty or missing unless ``overwrite``, which replaces a
+    splits share no garment; ``validation_unseen`` takes other t10k garments and draws them in a style
+    (palette, patterns, backgrounds, studio, camera defects) that train never uses.
+    ``train_user_per_pair`` (default ``user_per_pair``) sets the train split's consumer images per pair.
+    ``out`` must be empty or missing unless ``overwrite``, which replaces a
     previous sample set there (and keeps other files). Raises :class:`SampleDataError` for bad sizes
     or an occupied folder and :class:`MissingSourceError` when an input file is not installed.
     """
+    train_user_per_pair = user_per_pair if train_user_per_pair is None else train_user_per_pair
     _check_sizes(
         seed=seed,
         validation_items=validation_items,
+        unseen_items=unseen_items,
         train_items=train_items,
         shop_per_item=shop_per_item,
         user_per_pair=user_per_pair,
+        train_user_per_pair=train_user_per_pair,
     )
     sources = sources or SampleSources()
     sources.check()
@@ -227,21 +270,40 @@ def build_sample_set(
     out = Path(out)
     flags = {
         "validation_items": validation_items,
+        "unseen_items": unseen_items,
         "train_items": train_items,
         "shop_per_item": shop_per_item,
         "user_per_pair": user_per_pair,
+        "train_user_per_pair": train_user_per_pair,
     }
-    item_counts: dict[SplitName, int] = {"validation": validation_items, "train": train_items}
+    item_counts: dict[SplitName, int] = {
+        "validation": validation_items,
+        "validation_unseen": unseen_items,
+        "train": train_items,
+    }
     plans: list[SplitPlan] = []
     first_pair_id = 1
     for name in SPLITS:
         data = load_fashion_mnist(*sources.fashion_mnist_files(SPLIT_PART[name]))
-        plan = plan_split(name, data, items=item_counts[name], seed=seed, first_pair_id=first_pair_id)
+        taken = [
+            item.fashion_mnist_index
+            for plan in plans
+            if SPLIT_PART[plan.name] == SPLIT_PART[name]
+            for item in plan.items
+        ]
+        plan = plan_split(
+            name,
+            data,
+            items=item_counts[name],
+            seed=seed,
+            first_pair_id=first_pair_id,
+            exclude=np.asarray(taken, dtype=np.int64),
+        )
         plans.append(plan)
         first_pair_id = plan.pairs[-1].pair_id + 1
     _prepare_output(out, overwrite)
 
-    backgrounds = [_open_photo(path) for path in sources.background_files()]
+    photos = {path.name: _open_photo(path) for path in sources.background_files()}
     splits = []
     for plan in plans:
         report(f"{plan.name}: {len(plan.items)} items in {len(plan.pairs)} pairs")
@@ -250,9 +312,9 @@ def build_sample_set(
                 out,
                 plan,
                 sources,
-                backgrounds,
+                photos,
                 shop_per_item=shop_per_item,
-                user_per_pair=user_per_pair,
+                user_per_pair=train_user_per_pair if plan.name == "train" else user_per_pair,
                 progress=report,
             )
         )

@@ -6,6 +6,7 @@ colour and pattern are painted in the garment's own coordinates, so every later 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -58,11 +59,22 @@ class Pattern(StrEnum):
     STRIPES = "stripes"
     DOTS = "dots"
     CHECKS = "checks"
+    ZIGZAG = "zigzag"
+    PLAID = "plaid"
+    BLOTCHES = "blotches"
 
     @property
     def adjective(self) -> str:
         """The word a product title uses ("" for plain)."""
-        return {"plain": "", "stripes": "striped", "dots": "polka-dot", "checks": "checked"}[self.value]
+        return {
+            "plain": "",
+            "stripes": "striped",
+            "dots": "polka-dot",
+            "checks": "checked",
+            "zigzag": "zigzag",
+            "plaid": "plaid",
+            "blotches": "mottled",
+        }[self.value]
 
 
 @dataclass(frozen=True)
@@ -81,10 +93,14 @@ class GarmentLook:
         return _LIGHT_ACCENT if self.colour.is_dark else _DARK_ACCENT
 
 
-def draw_look(rng: np.random.Generator) -> GarmentLook:
-    """A random colour and pattern."""
-    colour = PALETTE[int(rng.integers(len(PALETTE)))]
-    pattern = list(Pattern)[int(rng.integers(len(Pattern)))]
+def draw_look(
+    rng: np.random.Generator,
+    palette: Sequence[Colour] = PALETTE,
+    patterns: Sequence[Pattern] = (Pattern.PLAIN, Pattern.STRIPES, Pattern.DOTS, Pattern.CHECKS),
+) -> GarmentLook:
+    """A random colour of ``palette`` and pattern of ``patterns`` (a style's, see styles.py)."""
+    colour = palette[int(rng.integers(len(palette)))]
+    pattern = patterns[int(rng.integers(len(patterns)))]
     return GarmentLook(
         colour=colour,
         pattern=pattern,
@@ -208,6 +224,23 @@ def pattern_coverage(look: GarmentLook, size: int) -> np.ndarray:
         return np.clip(0.26 * period - np.hypot(du, dv) + 0.5, 0.0, 1.0)
     if look.pattern is Pattern.CHECKS:
         return 0.5 * (_soft_band(du, 0.25 * period) + _soft_band(dv, 0.25 * period))
+    if look.pattern is Pattern.ZIGZAG:  # bands whose centre line is a triangle wave
+        wave = np.abs(np.mod(u / period + look.phase[0], 1.0) - 0.5) * 2.0 - 0.5
+        bent = v + wave * 0.6 * period
+        return _soft_band((np.mod(bent / period + look.phase[1], 1.0) - 0.5) * period, 0.2 * period)
+    if look.pattern is Pattern.PLAID:  # wide soft bands both ways, and thin lines between them
+        wide = 0.45 * (_soft_band(du, 0.3 * period) + _soft_band(dv, 0.3 * period))
+        thin_u = _soft_band((np.mod(u / period + look.phase[0] + 0.5, 1.0) - 0.5) * period, 0.05 * period)
+        thin_v = _soft_band((np.mod(v / period + look.phase[1] + 0.5, 1.0) - 0.5) * period, 0.05 * period)
+        return np.clip(wide + 0.8 * np.maximum(thin_u, thin_v), 0.0, 1.0).astype(np.float32)
+    if look.pattern is Pattern.BLOTCHES:  # soft irregular patches: a few crossed waves, thresholded
+        a, b = 2 * np.pi * look.phase[0], 2 * np.pi * look.phase[1]
+        field = (
+            np.sin(u / period * 2.1 + a)
+            + np.sin(v / period * 1.7 + b)
+            + np.sin((u + v) / period * 1.3 + a + b)
+        )
+        return _smoothstep(field, 0.6, 1.1).astype(np.float32)
     return np.zeros((size, size), dtype=np.float32)
 
 

@@ -1,15 +1,22 @@
-"""Consumer images: a pair's garments, transformed and degraded, composited onto a crop of a real photo."""
+"""Consumer images: a pair's garments, transformed and degraded, composited onto a background."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
-from clothes_search.sample_data.augment import Warp, apply_warp, blur, jpeg_noise, shift_lighting
+from clothes_search.sample_data.augment import (
+    Warp,
+    apply_warp,
+    blur,
+    jpeg_noise,
+    sensor_noise,
+    shift_lighting,
+)
 from clothes_search.sample_data.compositing import Layer, Scene, settle_scene
 from clothes_search.sample_data.garments import Cutout
+from clothes_search.sample_data.styles import Defects
 
 #: (width, height) of a consumer image.
 CONSUMER_SIZE = (640, 480)
@@ -18,40 +25,30 @@ MIN_VISIBLE = 0.4
 _ATTEMPTS = 8
 
 
-def background_crop(photo: Image.Image, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """A ``width`` x ``height`` crop of ``photo``: zoomed 1–1.5x past covering, maybe mirrored, re-lit."""
-    cover = max(width / photo.width, height / photo.height)
-    zoom = cover * rng.uniform(1.0, 1.5)
-    size = (max(width, int(np.ceil(photo.width * zoom))), max(height, int(np.ceil(photo.height * zoom))))
-    scaled = photo.resize(size, Image.Resampling.BICUBIC)
-    x = int(rng.integers(0, size[0] - width + 1))
-    y = int(rng.integers(0, size[1] - height + 1))
-    crop = np.asarray(scaled.crop((x, y, x + width, y + height)), dtype=np.float32) / 255.0
-    if rng.uniform() < 0.5:
-        crop = crop[:, ::-1]
-    gains = rng.uniform(0.94, 1.06, size=3).astype(np.float32) * np.float32(rng.uniform(0.85, 1.1))
-    return np.ascontiguousarray(np.clip(crop * gains, 0.0, 1.0), dtype=np.float32)
-
-
-def degrade(cutout: Cutout, rng: np.random.Generator, scale: float) -> Cutout:
-    """The garment as a consumer photo shows it: warped, re-lit, maybe blurred, with JPEG noise."""
+def degrade(cutout: Cutout, rng: np.random.Generator, scale: float, defects: Defects) -> Cutout:
+    """The garment as a consumer photo shows it: warped, re-lit, maybe blurred, with sensor and JPEG
+    noise, each within the ranges of ``defects`` (its style's)."""
+    limit = 2.2 * defects.rotation_sd
     warp = Warp(
         scale=scale,
-        angle_deg=float(np.clip(rng.normal(0.0, 7.0), -15.0, 15.0)),
+        angle_deg=float(np.clip(rng.normal(0.0, defects.rotation_sd), -limit, limit)),
         corner_jitter=tuple((float(dx), float(dy)) for dx, dy in rng.uniform(-0.07, 0.07, size=(4, 2))),
         mirror=bool(rng.uniform() < 0.5),
     )
     garment = apply_warp(cutout, warp)
-    r, g, b = (float(gain) for gain in rng.uniform(0.88, 1.12, size=3))
+    gain = defects.colour_gain
+    r, g, b = (float(value) for value in rng.uniform(1.0 - gain, 1.0 + gain, size=3))
     garment = shift_lighting(
         garment,
         gains=(r, g, b),
-        brightness=float(rng.uniform(0.72, 1.12)),
+        brightness=float(rng.uniform(*defects.brightness)),
         gradient=(float(rng.uniform(-0.3, 0.3)), float(rng.uniform(-0.3, 0.3))),
     )
-    if rng.uniform() < 0.5:
-        garment = blur(garment, float(rng.uniform(0.4, 1.4)))
-    return jpeg_noise(garment, int(rng.integers(30, 75)))
+    if rng.uniform() < defects.blur_probability:
+        garment = blur(garment, float(rng.uniform(*defects.blur_radius)))
+    if defects.noise_sd[1] > 0:
+        garment = sensor_noise(garment, rng, float(rng.uniform(*defects.noise_sd)))
+    return jpeg_noise(garment, int(rng.integers(*defects.jpeg_quality)))
 
 
 def _background_occluder(background: np.ndarray, layer: Layer, rng: np.random.Generator) -> Layer:
@@ -77,7 +74,12 @@ def _background_occluder(background: np.ndarray, layer: Layer, rng: np.random.Ge
 
 
 def _layout(
-    garments: Sequence[Cutout], has_distractor: bool, rng: np.random.Generator, *, plain: bool
+    garments: Sequence[Cutout],
+    has_distractor: bool,
+    rng: np.random.Generator,
+    defects: Defects,
+    *,
+    plain: bool,
 ) -> list[tuple[Layer, int]]:
     """Place each garment in its own vertical slot (the distractor maybe over a pair garment).
 
@@ -95,7 +97,7 @@ def _layout(
         is_distractor = has_distractor and index == count - 1
         target_height = height * rng.uniform(0.5, 0.8) * (0.85 if pair_count >= 3 else 1.0)
         max_width = slot_width * (0.9 if plain else 1.05)
-        garment = degrade(cutout, rng, min(target_height / cutout.height, max_width / cutout.width))
+        garment = degrade(cutout, rng, min(target_height / cutout.height, max_width / cutout.width), defects)
         if is_distractor and overlap_distractor:
             anchor, _ = placed[int(rng.integers(len(placed)))]
             direction = 1.0 if rng.uniform() < 0.5 else -1.0
@@ -123,6 +125,7 @@ def compose_consumer_scene(
     rng: np.random.Generator,
     *,
     has_distractor: bool,
+    defects: Defects,
 ) -> Scene:
     """Composite the garments (the last one is a distractor if ``has_distractor``) onto ``background``.
 
@@ -134,7 +137,7 @@ def compose_consumer_scene(
     pair_count = len(garments) - 1 if has_distractor else len(garments)
     for attempt in range(_ATTEMPTS):
         plain = attempt == _ATTEMPTS - 1
-        placed = _layout(garments, has_distractor, rng, plain=plain)
+        placed = _layout(garments, has_distractor, rng, defects, plain=plain)
         layers = [layer for layer, _ in placed]
         owners: list[int | None] = [index for _, index in placed]
         if not plain and rng.uniform() < 0.3:

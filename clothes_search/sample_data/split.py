@@ -7,7 +7,7 @@ the images of one item do not change when another flag adds images elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,21 +15,30 @@ import numpy as np
 from PIL import Image
 
 from clothes_search.sample_data.annotations import ImageSource, garment_annotation, image_annotation
+from clothes_search.sample_data.backgrounds import background_crop, procedural_background
 from clothes_search.sample_data.catalog_feed import Listing, draw_listing
 from clothes_search.sample_data.categories import GARMENT_CLASS_BY_LABEL, GARMENT_CLASSES, GarmentClass
 from clothes_search.sample_data.compositing import Scene
 from clothes_search.sample_data.errors import SampleDataError
 from clothes_search.sample_data.fashion_mnist import FashionMnist
 from clothes_search.sample_data.garments import Cutout, GarmentLook, draw_look, render_garment
-from clothes_search.sample_data.scenes import CONSUMER_SIZE, background_crop, compose_consumer_scene
+from clothes_search.sample_data.scenes import CONSUMER_SIZE, compose_consumer_scene
 from clothes_search.sample_data.sources import FashionMnistPart
 from clothes_search.sample_data.studio import compose_shop_scene
+from clothes_search.sample_data.styles import SEEN, UNSEEN, Style
 
-SplitName = Literal["train", "validation"]
+SplitName = Literal["train", "validation", "validation_unseen"]
 
-#: The Fashion-MNIST part each split takes its garments from, which keeps the splits' items disjoint.
-SPLIT_PART: dict[SplitName, FashionMnistPart] = {"validation": "t10k", "train": "train"}
-_SPLIT_CODE: dict[SplitName, int] = {"validation": 1, "train": 2}
+#: The Fashion-MNIST part each split takes its garments from, which keeps train's items apart from the
+#: validation splits' (and the two validation splits take different t10k garments).
+SPLIT_PART: dict[SplitName, FashionMnistPart] = {
+    "validation": "t10k",
+    "train": "train",
+    "validation_unseen": "t10k",
+}
+#: The generator world of each split: ``validation_unseen`` is drawn in a style training never sees.
+SPLIT_STYLE: dict[SplitName, Style] = {"validation": SEEN, "train": SEEN, "validation_unseen": UNSEEN}
+_SPLIT_CODE: dict[SplitName, int] = {"validation": 1, "train": 2, "validation_unseen": 3}
 _SELECT, _ITEM, _SHOP, _USER = 0, 1, 2, 3
 
 #: Images with fewer garment pixels (of 28 x 28) are not used: too little to draw.
@@ -77,7 +86,8 @@ class SplitPlan:
 class RenderedImage:
     """One generated image: its scene (background, layers, placed garments) and DeepFashion2 record.
 
-    ``item`` is the catalog item a shop image shows (None for consumer images).
+    ``item`` is the catalog item a shop image shows (None for consumer images); ``background`` names
+    the background family (``photo:<file>``, ``procedural:<kind>`` or ``studio:<kind>``).
     """
 
     image_id: str
@@ -86,6 +96,7 @@ class RenderedImage:
     scene: Scene
     annotation: dict[str, object]
     item: CatalogItem | None
+    background: str
 
 
 def _rng(seed: int, split: SplitName, purpose: int, *numbers: int) -> np.random.Generator:
@@ -110,9 +121,18 @@ def _pair_sizes(count: int, rng: np.random.Generator) -> list[int]:
 
 
 def plan_split(
-    name: SplitName, data: FashionMnist, *, items: int, seed: int, first_pair_id: int
+    name: SplitName,
+    data: FashionMnist,
+    *,
+    items: int,
+    seed: int,
+    first_pair_id: int,
+    exclude: np.ndarray | None = None,
 ) -> SplitPlan:
     """Choose ``items`` garments, class-balanced, and group them into pairs numbered from ``first_pair_id``.
+
+    Garments whose index is in ``exclude`` (another split's items of the same Fashion-MNIST part) are
+    neither items nor distractors here; looks are drawn from the split's style (:data:`SPLIT_STYLE`).
 
     Items are taken round-robin over the six classes (a fresh class order per round), so a pair's 2–3
     items are of different Fashion-MNIST classes. Raises :class:`SampleDataError` if there are too few.
@@ -120,8 +140,11 @@ def plan_split(
     if items < 2:
         raise SampleDataError(f"{name}: at least 2 items are needed to form a pair, got {items}")
     rng = _rng(seed, name, _SELECT)
+    world = SPLIT_STYLE[name]
+    excluded = np.asarray([] if exclude is None else exclude, dtype=np.int64)
     candidates = {
-        garment.label: rng.permutation(_usable_indices(data, garment.label)) for garment in GARMENT_CLASSES
+        garment.label: rng.permutation(np.setdiff1d(_usable_indices(data, garment.label), excluded))
+        for garment in GARMENT_CLASSES
     }
     available = sum(len(indices) for indices in candidates.values())
     if items > available:
@@ -152,7 +175,7 @@ def plan_split(
                     number=number,
                     fashion_mnist_index=index,
                     garment_class=garment,
-                    look=draw_look(item_rng),
+                    look=draw_look(item_rng, world.palette, world.patterns),
                     listing=draw_listing(item_rng, garment),
                     pair_id=pair_id,
                     style=style,
@@ -164,14 +187,32 @@ def plan_split(
     return SplitPlan(name=name, seed=seed, pairs=tuple(pairs), distractor_pool=np.sort(unused))
 
 
-def _shop_image(image_id: str, item: CatalogItem, cutout: Cutout, rng: np.random.Generator) -> RenderedImage:
-    scene = compose_shop_scene(cutout, rng)
+def _background(
+    style: Style, photos: Mapping[str, Image.Image], rng: np.random.Generator
+) -> tuple[str, np.ndarray]:
+    """A consumer image's background of ``style``: a procedural scene (its share of the time) or a
+    crop of one of its photos; returns ``(family, (H, W, 3) float32 pixels)``."""
+    if rng.uniform() < style.procedural_share:
+        kind = style.procedural[int(rng.integers(len(style.procedural)))]
+        return f"procedural:{kind}", procedural_background(kind, rng, *CONSUMER_SIZE)
+    name = style.photos[int(rng.integers(len(style.photos)))]
+    try:
+        photo = photos[name]
+    except KeyError:
+        raise SampleDataError(f"style {style.name!r} needs the background photo {name}") from None
+    return f"photo:{name}", background_crop(photo, rng, *CONSUMER_SIZE)
+
+
+def _shop_image(
+    image_id: str, item: CatalogItem, cutout: Cutout, style: Style, rng: np.random.Generator
+) -> RenderedImage:
+    scene = compose_shop_scene(cutout, rng, style.studio)
     records = [
         garment_annotation(item.garment_class, placed.box, item.style, placed.visible_fraction)
         for placed in scene.garments
     ]
     annotation = image_annotation("shop", item.pair_id, records)
-    return RenderedImage(image_id, "shop", item.pair_id, scene, annotation, item)
+    return RenderedImage(image_id, "shop", item.pair_id, scene, annotation, item, f"studio:{style.studio}")
 
 
 def _user_image(
@@ -180,40 +221,45 @@ def _user_image(
     cutouts: Sequence[Cutout],
     plan: SplitPlan,
     data: FashionMnist,
-    backgrounds: Sequence[Image.Image],
+    photos: Mapping[str, Image.Image],
     rng: np.random.Generator,
 ) -> RenderedImage:
-    photo = backgrounds[int(rng.integers(len(backgrounds)))]
-    background = background_crop(photo, rng, *CONSUMER_SIZE)
+    style = SPLIT_STYLE[plan.name]
+    family, background = _background(style, photos, rng)
     shown: list[tuple[GarmentClass, int]] = [(item.garment_class, item.style) for item in pair.items]
     garments = list(cutouts)
     has_distractor = len(plan.distractor_pool) > 0 and rng.uniform() < DISTRACTOR_PROBABILITY
     if has_distractor:
         index = int(plan.distractor_pool[int(rng.integers(len(plan.distractor_pool)))])
         garment = GARMENT_CLASS_BY_LABEL[int(data.labels[index])]
-        garments.append(render_garment(data.images[index], draw_look(rng), seal_seams=garment.seal_seams))
+        look = draw_look(rng, style.palette, style.patterns)
+        garments.append(render_garment(data.images[index], look, seal_seams=garment.seal_seams))
         shown.append((garment, 0))
-    scene = compose_consumer_scene(background, garments, rng, has_distractor=has_distractor)
+    scene = compose_consumer_scene(
+        background, garments, rng, has_distractor=has_distractor, defects=style.defects
+    )
     records = []
     for placed in scene.garments:
         garment, style = shown[placed.source_index]
         records.append(garment_annotation(garment, placed.box, style, placed.visible_fraction))
     annotation = image_annotation("user", pair.pair_id, records)
-    return RenderedImage(image_id, "user", pair.pair_id, scene, annotation, None)
+    return RenderedImage(image_id, "user", pair.pair_id, scene, annotation, None, family)
 
 
 def render_split(
     plan: SplitPlan,
     data: FashionMnist,
-    backgrounds: Sequence[Image.Image],
+    photos: Mapping[str, Image.Image],
     *,
     shop_per_item: int,
     user_per_pair: int,
 ) -> Iterator[RenderedImage]:
     """Yield the split's images pair by pair: each item's shop images, then the pair's consumer images.
 
-    Image ids count from ``"000001"`` in that order.
+    Image ids count from ``"000001"`` in that order. ``photos`` maps the background photos' file names
+    to the photos; a split uses those of its style only.
     """
+    style = SPLIT_STYLE[plan.name]
     number = 0
     for pair_number, pair in enumerate(plan.pairs, start=1):
         cutouts = [
@@ -226,8 +272,8 @@ def render_split(
             for shot in range(shop_per_item):
                 number += 1
                 rng = _rng(plan.seed, plan.name, _SHOP, item.number, shot)
-                yield _shop_image(f"{number:06d}", item, cutout, rng)
+                yield _shop_image(f"{number:06d}", item, cutout, style, rng)
         for shot in range(user_per_pair):
             number += 1
             rng = _rng(plan.seed, plan.name, _USER, pair_number, shot)
-            yield _user_image(f"{number:06d}", pair, cutouts, plan, data, backgrounds, rng)
+            yield _user_image(f"{number:06d}", pair, cutouts, plan, data, photos, rng)

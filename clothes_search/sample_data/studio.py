@@ -1,4 +1,4 @@
-"""Shop images: one garment centred on a light studio background, with small variations."""
+"""Shop images: one garment centred on a studio backdrop (near-white or tinted), with small variations."""
 
 from __future__ import annotations
 
@@ -24,10 +24,24 @@ def studio_background(rng: np.random.Generator, width: int, height: int) -> np.n
     return np.clip(shade, 0.0, 1.0).astype(np.float32)
 
 
-def compose_shop_scene(cutout: Cutout, rng: np.random.Generator) -> Scene:
-    """The garment fitted to ~70–85 % of the frame, a little shifted, tilted and re-lit."""
+def tinted_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A pastel paper backdrop of a random hue, lit from above with a soft floor shadow. (H, W, 3)."""
+    hue = rng.uniform(0.55, 0.95, size=3).astype(np.float32)
+    hue = hue / hue.max() * np.float32(rng.uniform(0.8, 0.95))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    light = 1.0 - rng.uniform(0.05, 0.18) * (ys / (height - 1)) ** 1.5
+    side = 1.0 + rng.uniform(-0.06, 0.06) * (xs / (width - 1) - 0.5)
+    return np.clip((light * side)[..., None] * hue, 0.0, 1.0).astype(np.float32)
+
+
+STUDIOS = {"light": studio_background, "tinted": tinted_background}
+
+
+def compose_shop_scene(cutout: Cutout, rng: np.random.Generator, studio: str = "light") -> Scene:
+    """The garment fitted to ~70–85 % of the frame, a little shifted, tilted and re-lit, on a backdrop
+    of the ``studio`` kind (:data:`STUDIOS`)."""
     width, height = SHOP_SIZE
-    background = studio_background(rng, width, height)
+    background = STUDIOS[studio](rng, width, height)
     fit = min(0.84 * width / cutout.width, 0.86 * height / cutout.height)
     warp = Warp(
         scale=float(fit * rng.uniform(0.84, 1.0)),
