@@ -174,6 +174,14 @@ class FusionSettings(BaseModel):
     skip_box_thr: float = Field(0.0, ge=0, le=1)
     conf_type: Literal["avg", "max", "box_and_model_avg", "absent_model_aware_avg"] = "avg"
     min_score: float = Field(0.0, ge=0, le=1, description="Drop fused boxes scoring below this.")
+    same_garment_iou: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="One garment, one detection: a fused box overlapping a higher-scoring one (of any "
+        "category) by at least this IoU is the same garment under another class hypothesis and is "
+        "dropped. 1 keeps every fused box.",
+    )
     min_box_fraction: float = Field(
         0.0005, ge=0, lt=1, description="Drop boxes smaller than this fraction of the image area."
     )

@@ -6,7 +6,9 @@ input first so that never happens, and maps results back to xyxy pixels.
 
 Boxes are fused within a category *group* (see :class:`CategoryVocabulary`): a fine
 ``trousers`` and a coarse ``bottom`` can agree. A fused box is named after the most
-specific category among its members (ties: the highest summed score).
+specific category among its members (ties: the highest summed score). Boxes of different groups
+that overlap by ``same_garment_iou`` or more are one garment under two class hypotheses: the
+higher-scoring one stays.
 """
 
 from __future__ import annotations
@@ -139,7 +141,18 @@ def fuse_detections(
             )
         )
     results.sort(key=lambda f: f.score, reverse=True)
-    return results
+    return _one_per_garment(results, settings.same_garment_iou)
+
+
+def _one_per_garment(fused: Sequence[FusedDetection], same_garment_iou: float) -> list[FusedDetection]:
+    """Greedy class-agnostic suppression, highest score first (``fused`` is sorted so)."""
+    if same_garment_iou >= 1.0:
+        return list(fused)
+    kept: list[FusedDetection] = []
+    for detection in fused:
+        if all(detection.box.iou(other.box) < same_garment_iou for other in kept):
+            kept.append(detection)
+    return kept
 
 
 def _cluster_members(

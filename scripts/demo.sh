@@ -6,11 +6,14 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-8000}
 IMAGES_PORT=${IMAGES_PORT:-8001}
 DATA=${DATA:-data/sample}
-# trained models (`make models`, ~10 min on 2 cores) are used when they exist; their index
-# lives apart from the offline models' one
+# The trained detector and embedder (data/models/, `make models`) are the demo's models: the first
+# run trains them (~15 min on 2 cores, once). OFFLINE=1 uses the offline ImageNet models instead
+# (no training; they do not find garments by themselves, so the examples pass a box). Each model set
+# has its own index folder.
 DEMO_DIR=data/demo
-if [[ -z ${CLOTHES_SEARCH_CONFIG:-} && -f data/models/trained.toml ]]; then
-    export CLOTHES_SEARCH_CONFIG=data/models/trained.toml
+use_trained=0
+if [[ -z ${CLOTHES_SEARCH_CONFIG:-} && ${OFFLINE:-0} != 1 ]]; then
+    use_trained=1
     DEMO_DIR=data/demo-trained
 fi
 export CLOTHES_SEARCH_DATABASE__URL=${CLOTHES_SEARCH_DATABASE__URL:-sqlite:///$DEMO_DIR/catalog.db}
@@ -28,11 +31,20 @@ if [[ ! -f $DATA/manifest.json ]]; then
     echo "==> building the offline sample set in $DATA (Fashion-MNIST garments on real photos)"
     $cli make-sample-data "$DATA"
 fi
+example_flags=()
+if [[ $use_trained == 1 ]]; then
+    if [[ ! -f data/models/trained.toml ]]; then
+        echo "==> first run: training the garment detector and embedder on the sample set's train split"
+        echo "    (~15 min on 2 idle cores, once; cached in data/models/; OFFLINE=1 make demo skips this)"
+        DATA=$DATA scripts/train.sh
+    fi
+    export CLOTHES_SEARCH_CONFIG=data/models/trained.toml
+fi
 if [[ -n ${CLOTHES_SEARCH_CONFIG:-} ]]; then
     echo "==> models from $CLOTHES_SEARCH_CONFIG"
 else
-    echo "==> offline models (ImageNet EfficientNet-Lite, MediaPipe pose regions). For models trained"
-    echo "    on garments run 'make models' once (~10 min on 2 cores); the demo then uses them."
+    echo "==> offline models (ImageNet EfficientNet-Lite, MediaPipe pose regions); the examples pass a box"
+    example_flags=(--boxes)
 fi
 $cli db upgrade
 echo "==> ingesting the sample catalog ($DATA/validation/catalog.jsonl)"
@@ -47,6 +59,6 @@ echo "==> web app: http://127.0.0.1:$PORT/ (starting; the API is on the same add
 $cli serve --port "$PORT" --workers 1 &
 pids+=($!)
 .venv/bin/python scripts/demo_example.py --api "http://127.0.0.1:$PORT" \
-    --images "http://127.0.0.1:$IMAGES_PORT" --data "$DATA"
+    --images "http://127.0.0.1:$IMAGES_PORT" --data "$DATA" "${example_flags[@]}"
 echo "Press Ctrl-C to stop."
 wait "${pids[@]}"

@@ -12,11 +12,11 @@ if [[ ! -f $DATA/manifest.json ]]; then
     $cli make-sample-data "$DATA"
 fi
 if [[ ${FORCE:-0} == 1 || ! -f $MODELS/detector.pt ]]; then
-    echo "==> training the garment detector (FCOS on EfficientNet-Lite0, 8 epochs; ~5 min on 2 idle cores)"
+    echo "==> training the garment detector (FCOS on EfficientNet-Lite0, 8 epochs; ~5 min on 2 idle cores, then the embedder ~5 min)"
     $cli train detector --data "$DATA" --out "$MODELS/detector.pt" --arch fcos_p3_efficientnet_lite0 --epochs 8
 fi
 if [[ ${FORCE:-0} == 1 || ! -f $MODELS/embedder.pt ]]; then
-    echo "==> training the embedder (metric learning head on EfficientNet-Lite0; ~5 min on 2 cores)"
+    echo "==> training the embedder (metric learning head on EfficientNet-Lite0; ~5 min on 2 idle cores)"
     $cli train embedder --data "$DATA" --out "$MODELS/embedder.pt"
 fi
 cat > "$MODELS/trained.toml" <<TOML

@@ -66,6 +66,24 @@ def test_different_groups_never_fuse_but_fine_and_coarse_labels_do():
     assert fused.detectors == ("a", "b")
 
 
+def test_one_garment_under_two_class_hypotheses_gives_one_detection():
+    # a dress and a top on the same box: different groups never fuse, so both survive WBF ...
+    hypotheses = [[det(10, 10, 60, 90, 0.8, "short_sleeve_dress"), det(11, 10, 60, 88, 0.5, "top")]]
+    both = fuse(hypotheses, weights=(1.0,), names=("a",))
+    assert sorted(r.category for r in both) == ["short_sleeve_dress", "top"]
+    # ... and the class-agnostic step keeps the higher-scoring one
+    [one] = fuse(hypotheses, weights=(1.0,), names=("a",), same_garment_iou=0.6)
+    assert one.category == "short_sleeve_dress" and one.score == pytest.approx(0.8)
+    # a top over trousers (IoU 0.2) are two garments and stay two
+    two = fuse(
+        [[det(10, 10, 50, 50, 0.9, "top"), det(10, 40, 50, 90, 0.7, "trousers")]],
+        weights=(1.0,),
+        names=("a",),
+        same_garment_iou=0.6,
+    )
+    assert [r.category for r in two] == ["top", "trousers"]
+
+
 def test_boxes_far_apart_stay_separate_and_are_sorted_by_score():
     results = fuse([[det(0, 0, 20, 20, 0.5), det(60, 60, 90, 90, 0.9)], [det(60, 60, 90, 90, 0.9, name="b")]])
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)

@@ -238,3 +238,24 @@ def test_bad_options_are_refused_before_any_work(tiny_set, tmp_path):
     )
     assert result.exit_code == 1 and "multiple of 32" in result.output
     assert not out.exists()
+
+
+def test_a_mosaic_item_holds_four_images_boxes_inside_their_quadrants(tiny_set):
+    images = read_split(tiny_set / "train")
+    categories = category_list(images)
+    plain = DetectionDataset(images, categories, 320, evaluation_transform())
+    mosaic = DetectionDataset(images, categories, 320, evaluation_transform(), mosaic=1.0)
+    torch.manual_seed(3)
+    image, target = mosaic[0]
+    assert image.shape == (3, 240, 320)
+    boxes = target["boxes"]
+    assert len(boxes) > len(plain[0][1]["boxes"])  # the first image's garments and the others'
+    assert len(boxes) == len(target["labels"]) and set(target["labels"].tolist()) <= set(range(1, 6))
+    # every box lies within one quadrant (160 x 120), never across the canvas's midlines
+    for x1, y1, x2, y2 in boxes.tolist():
+        assert 0 <= x1 < x2 <= 320 and 0 <= y1 < y2 <= 240
+        assert (x2 <= 160 or x1 >= 160) and (y2 <= 120 or y1 >= 120)
+    refused = CliRunner().invoke(
+        train_detector, ["--data", str(tiny_set), "--out", str(tiny_set / "x.pt"), "--mosaic", "1.5"]
+    )
+    assert refused.exit_code == 2 and "--mosaic" in refused.output

@@ -57,6 +57,13 @@ def _echo_err(message: str) -> None:
     show_default=True,
     help="With --freeze-backbone, still train the backbone's last N resolution stages.",
 )
+@click.option(
+    "--mosaic",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Share of training images replaced by a 2 x 2 mosaic of four (smaller garments, new company).",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision (CUDA only).")
 @click.option(
@@ -87,6 +94,7 @@ def train_detector(
     warmup_steps: int,
     freeze_backbone: bool,
     train_backbone_stages: int,
+    mosaic: float,
     device: str,
     amp: bool,
     resume: Path | None,
@@ -116,6 +124,7 @@ def train_detector(
         warmup_steps=warmup_steps,
         freeze_backbone=freeze_backbone,
         train_backbone_stages=train_backbone_stages,
+        mosaic=mosaic,
         device=device,
         amp=amp,
         resume=resume,

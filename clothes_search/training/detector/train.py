@@ -65,6 +65,7 @@ class DetectorTrainingOptions:
     warmup_steps: int = 50
     freeze_backbone: bool = True
     train_backbone_stages: int = 0  # with freeze_backbone: the backbone's last stages that still learn
+    mosaic: float = 0.0  # share of training items that are a 2 x 2 mosaic of four images
     device: str = "cpu"
     amp: bool = True
     resume: Path | None = None
@@ -94,12 +95,14 @@ class EpochReport:
     parts: dict[str, float]
     lr: float
     seconds: float
+    seconds_left: float | None = None  # the run's estimate: the epochs to go at this run's pace
 
     def __str__(self) -> str:
         parts = " ".join(f"{name} {value:.3f}" for name, value in self.parts.items())
+        left = "" if self.seconds_left is None else f", ~{self.seconds_left:.0f} s left"
         return (
             f"epoch {self.epoch}/{self.epochs}  loss {self.loss:.4f} ({parts})  "
-            f"lr {self.lr:.2e}  steps {self.steps}  {self.seconds:.1f} s"
+            f"lr {self.lr:.2e}  steps {self.steps}  {self.seconds:.1f} s{left}"
         )
 
 
@@ -139,6 +142,8 @@ def _check_options(options: DetectorTrainingOptions) -> None:
         raise DetectorTrainingError("--threads must be at least 1")
     if options.train_backbone_stages < 0:
         raise DetectorTrainingError("--train-backbone-stages must be at least 0")
+    if not 0.0 <= options.mosaic <= 1.0:
+        raise DetectorTrainingError(f"--mosaic must be within 0..1, got {options.mosaic}")
     if options.image_size % 32:
         raise DetectorTrainingError(f"--image-size must be a multiple of 32, got {options.image_size}")
     if options.lr <= 0:
@@ -179,7 +184,9 @@ def train_detector(
     arch = resumed.arch if resumed else options.arch
     image_size = resumed.image_size if resumed else options.image_size
 
-    dataset = DetectionDataset(annotations, categories, image_size, training_transform(image_size))
+    dataset = DetectionDataset(
+        annotations, categories, image_size, training_transform(image_size), mosaic=options.mosaic
+    )
     generator = torch.Generator()
     loader = DataLoader(
         dataset,
@@ -200,6 +207,7 @@ def train_detector(
         report(f"resuming from {options.resume}: epoch {epoch}, step {run.step}")
 
     started = time.monotonic()
+    start_step = run.step
     previous_seconds = float(resumed.trained.get("seconds", 0.0)) if resumed else 0.0
     final_loss = float(resumed.trained.get("final_loss", math.nan)) if resumed else math.nan
     while epoch < options.epochs and run.step < total_steps:
@@ -207,6 +215,7 @@ def train_detector(
         generator.manual_seed(options.seed * 1_000_003 + epoch)  # a resumed run sees the same order
         batches, mean_losses = _train_epoch(run, loader, options.lr)
         final_loss = sum(mean_losses.values())
+        pace = (time.monotonic() - started) / max(1, run.step - start_step)
         report(
             str(
                 EpochReport(
@@ -217,6 +226,7 @@ def train_detector(
                     parts=mean_losses,
                     lr=run.optimizer.param_groups[0]["lr"],
                     seconds=time.monotonic() - epoch_started,
+                    seconds_left=pace * max(0, total_steps - run.step),
                 )
             )
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def view_features(
         raise ValueError(f"views must be >= 1, got {views}")
     per_crop: list[torch.Tensor] = []
     chunk = max(1, 64 // views)  # crops per forward batch
+    started = time.monotonic()
     for start in range(0, len(crops), chunk):
         images = [
             image
@@ -91,9 +93,9 @@ def view_features(
         features = backbone_features(backbone, images, preprocessing, device, amp=amp, batch_size=len(images))
         per_crop.extend(features.view(-1, views, features.shape[1]))
         if progress is not None and (start // chunk) % 20 == 19:
-            progress(
-                f"  backbone features: {min(start + chunk, len(crops))}/{len(crops)} crops x {views} views"
-            )
+            done = min(start + chunk, len(crops))
+            left = (time.monotonic() - started) / done * (len(crops) - done)
+            progress(f"  backbone features: {done}/{len(crops)} crops x {views} views, ~{left:.0f} s left")
     return torch.stack(per_crop)
 
 
