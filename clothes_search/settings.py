@@ -175,12 +175,12 @@ class FusionSettings(BaseModel):
     conf_type: Literal["avg", "max", "box_and_model_avg", "absent_model_aware_avg"] = "avg"
     min_score: float = Field(0.0, ge=0, le=1, description="Drop fused boxes scoring below this.")
     same_garment_iou: float = Field(
-        1.0,
+        0.6,
         gt=0,
         le=1,
         description="One garment, one detection: a fused box overlapping a higher-scoring one (of any "
-        "category) by at least this IoU is the same garment under another class hypothesis and is "
-        "dropped. 1 keeps every fused box.",
+        "category) by at least this IoU is the same garment under another class hypothesis; its class "
+        "becomes one of the garment's alternatives. 1 keeps every fused box as a garment.",
     )
     min_box_fraction: float = Field(
         0.0005, ge=0, lt=1, description="Drop boxes smaller than this fraction of the image area."

@@ -83,7 +83,9 @@ class FusedDetection:
     """A garment after Weighted Boxes Fusion across the m detectors.
 
     ``detectors`` names the detectors that contributed a box to this cluster;
-    ``is_fallback`` is true for the whole-image box used when nothing was found.
+    ``is_fallback`` is true for the whole-image box used when nothing was found;
+    ``alternatives`` holds the other class hypotheses for the same garment as
+    ``(category, score)``, highest score first (see ``fusion.same_garment_iou``).
     """
 
     box: Box
@@ -91,6 +93,7 @@ class FusedDetection:
     category: str
     detectors: tuple[str, ...]
     is_fallback: bool = False
+    alternatives: tuple[tuple[str, float], ...] = ()
 
 
 class Detector(ABC):

@@ -7,8 +7,9 @@ input first so that never happens, and maps results back to xyxy pixels.
 Boxes are fused within a category *group* (see :class:`CategoryVocabulary`): a fine
 ``trousers`` and a coarse ``bottom`` can agree. A fused box is named after the most
 specific category among its members (ties: the highest summed score). Boxes of different groups
-that overlap by ``same_garment_iou`` or more are one garment under two class hypotheses: the
-higher-scoring one stays.
+that overlap by ``same_garment_iou`` or more are one garment under two class hypotheses (FCOS, for
+one, regresses one box per location and scores every class on it): the higher-scoring one stays,
+and the others' classes become its ``alternatives``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from ensemble_boxes import weighted_boxes_fusion
@@ -132,12 +134,14 @@ def fuse_detections(
         box = Box(x1 * width, y1 * height, x2 * width, y2 * height)
         group = groups[int(label)]
         members = _cluster_members(box, group, kept, detector_names, vocabulary, settings.iou_thr)
+        category = _name_cluster(members, group, vocabulary)
         results.append(
             FusedDetection(
                 box=box,
                 score=float(score),
-                category=_name_cluster(members, group, vocabulary),
+                category=category,
                 detectors=tuple(sorted({name for name, _ in members}, key=list(detector_names).index)),
+                alternatives=_other_classes(box, category, float(score), kept, vocabulary, settings.iou_thr),
             )
         )
     results.sort(key=lambda f: f.score, reverse=True)
@@ -145,13 +149,23 @@ def fuse_detections(
 
 
 def _one_per_garment(fused: Sequence[FusedDetection], same_garment_iou: float) -> list[FusedDetection]:
-    """Greedy class-agnostic suppression, highest score first (``fused`` is sorted so)."""
+    """Greedy class-agnostic suppression, highest score first (``fused`` is sorted so): a suppressed
+    box's class becomes one of the ``alternatives`` of the garment that suppressed it."""
     if same_garment_iou >= 1.0:
         return list(fused)
     kept: list[FusedDetection] = []
     for detection in fused:
-        if all(detection.box.iou(other.box) < same_garment_iou for other in kept):
+        owner = next((i for i, k in enumerate(kept) if detection.box.iou(k.box) >= same_garment_iou), None)
+        if owner is None:
             kept.append(detection)
+            continue
+        garment = kept[owner]
+        alternatives = list(garment.alternatives)
+        for category, score in ((detection.category, detection.score), *detection.alternatives):
+            if category != garment.category and all(category != known for known, _ in alternatives):
+                alternatives.append((category, score))
+        alternatives.sort(key=lambda pair: pair[1], reverse=True)
+        kept[owner] = replace(garment, alternatives=tuple(alternatives))
     return kept
 
 
@@ -173,6 +187,33 @@ def _cluster_members(
         if best is not None and best[0] >= iou_thr:
             members.append((name, best[1]))
     return members
+
+
+def _other_classes(
+    fused: Box,
+    category: str,
+    score: float,
+    kept: Sequence[Sequence[tuple[Box, Detection]]],
+    vocabulary: CategoryVocabulary,
+    iou_thr: float,
+) -> tuple[tuple[str, float], ...]:
+    """The other categories, as specific as ``category``, that any detector gave a box of this cluster
+    (same group, IoU >= ``iou_thr`` with the fused box): ``(category, score)``, highest first. A
+    category's score is its best box's score relative to the best box of ``category``, times the
+    fused ``score`` (capped there), so it reads on the garment's own scale."""
+    group = vocabulary.group(category)
+    best: dict[str, float] = defaultdict(float)
+    for rows in kept:
+        for box, det in rows:
+            if vocabulary.group(det.category) == group and box.iou(fused) >= iou_thr:
+                best[det.category] = max(best[det.category], det.score)
+    own = best.get(category, 0.0)
+    others = [
+        (name, min(score, score * value / own) if own > 0 else score)
+        for name, value in best.items()
+        if name != category and vocabulary.specificity(name) >= vocabulary.specificity(category)
+    ]
+    return tuple(sorted(others, key=lambda pair: pair[1], reverse=True))
 
 
 def _name_cluster(

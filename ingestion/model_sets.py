@@ -66,7 +66,8 @@ class ModelSet:
             return cls(
                 detectors=tuple(DetectorConfig.model_validate(d) for d in data["detectors"]),
                 embedders=tuple(EmbedderConfig.model_validate(e) for e in data["embedders"]),
-                fusion=FusionSettings.model_validate(data["fusion"]),
+                # versions recorded before fusion.same_garment_iou existed kept every fused box
+                fusion=FusionSettings.model_validate({"same_garment_iou": 1.0, **data["fusion"]}),
                 fallback_to_whole_image=bool(data["fallback_to_whole_image"]),
                 max_crops_per_image=int(data["max_crops_per_image"]),
             )

@@ -203,6 +203,11 @@ _SCHEMAS: dict[str, Any] = {
                 box=_BOX,
                 category=_STRING,
                 score={"type": "number"},
+                alternatives={
+                    "type": "array",
+                    "description": "The garment's other class hypotheses (same box), highest score first.",
+                    "items": _all_required(category=_STRING, score={"type": "number"}),
+                },
                 detectors=_STRINGS,
                 results={"type": "array", "items": _ref("schemas", "SimilarResult")},
             ),

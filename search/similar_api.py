@@ -125,6 +125,10 @@ def _answer(result: SimilarResult, timings: dict[str, float]) -> ResponseReturnV
                 "box": found.garment.box.as_list(),
                 "category": found.garment.category,
                 "score": round(found.garment.score, 4),
+                "alternatives": [
+                    {"category": category, "score": round(score, 4)}
+                    for category, score in found.garment.alternatives
+                ],
                 "detectors": list(found.garment.detectors),
                 "results": [
                     {

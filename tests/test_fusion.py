@@ -11,6 +11,7 @@ from ingestion.categories import CategoryVocabulary
 from ingestion.detection import Box, Detection
 from ingestion.errors import FusionError
 from ingestion.fusion import fuse_detections
+from ingestion.model_sets import ModelSet
 
 VOCAB = CategoryVocabulary(CategorySettings())
 SIZE = (100, 100)
@@ -68,12 +69,25 @@ def test_different_groups_never_fuse_but_fine_and_coarse_labels_do():
 
 def test_one_garment_under_two_class_hypotheses_gives_one_detection():
     # a dress and a top on the same box: different groups never fuse, so both survive WBF ...
-    hypotheses = [[det(10, 10, 60, 90, 0.8, "short_sleeve_dress"), det(11, 10, 60, 88, 0.5, "top")]]
-    both = fuse(hypotheses, weights=(1.0,), names=("a",))
-    assert sorted(r.category for r in both) == ["short_sleeve_dress", "top"]
-    # ... and the class-agnostic step keeps the higher-scoring one
+    hypotheses = [
+        [
+            det(10, 10, 60, 90, 0.8, "short_sleeve_dress"),
+            det(11, 10, 60, 88, 0.5, "top"),
+            det(10, 10, 60, 90, 0.3, "long_sleeve_dress"),
+        ]
+    ]
+    every = fuse(hypotheses, weights=(1.0,), names=("a",), same_garment_iou=1.0)
+    # WBF fuses the two dresses (one group) into one box named by the first, the other its alternative,
+    # scored on the fused box's scale: fused 0.55 = mean(0.8, 0.3); long_sleeve_dress 0.55 * 0.3 / 0.8
+    dress, top = every
+    assert (dress.category, top.category) == ("short_sleeve_dress", "top")
+    assert dress.score == pytest.approx(0.55)
+    assert dress.alternatives == (("long_sleeve_dress", pytest.approx(0.55 * 0.3 / 0.8)),)
+    # ... and the class-agnostic step keeps the higher-scoring garment, the others as its alternatives
     [one] = fuse(hypotheses, weights=(1.0,), names=("a",), same_garment_iou=0.6)
-    assert one.category == "short_sleeve_dress" and one.score == pytest.approx(0.8)
+    assert one.category == "short_sleeve_dress" and one.score == pytest.approx(0.55)
+    assert one.alternatives == (("top", pytest.approx(0.5)), ("long_sleeve_dress", pytest.approx(0.20625)))
+    assert one.box.as_list() == pytest.approx([10.0, 10.0, 60.0, 90.0])
     # a top over trousers (IoU 0.2) are two garments and stay two
     two = fuse(
         [[det(10, 10, 50, 50, 0.9, "top"), det(10, 40, 50, 90, 0.7, "trousers")]],
@@ -151,3 +165,11 @@ def test_small_boxes_are_dropped_by_area_fraction():
 def test_unknown_conf_type_is_a_config_error_not_an_exit():
     with pytest.raises(ConfigError, match="conf_type"):
         Settings.load(fusion={"conf_type": "median"})
+
+
+def test_a_model_set_recorded_before_same_garment_iou_keeps_every_fused_box():
+    settings = Settings()
+    record = ModelSet.of(settings).to_dict()
+    assert ModelSet.from_dict(record).fusion.same_garment_iou == settings.fusion.same_garment_iou == 0.6
+    del record["fusion"]["same_garment_iou"]  # as index versions built before the setting stored it
+    assert ModelSet.from_dict(record).fusion.same_garment_iou == 1.0

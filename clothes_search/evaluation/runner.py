@@ -288,14 +288,13 @@ class Evaluation:
             result = search_similar(services, image, self._query(config, "all"))
         except NoGarmentFoundError:
             return []
+        # a garment's other class hypotheses are detections of their own, on its box with its results,
+        # as a detector's output lists them in a challenge submission
         return [
-            QueryDetection(
-                box=_xyxy(g.garment.box),
-                category=g.garment.category,
-                score=g.garment.score,
-                results=self._crops(g.matches),
-            )
+            QueryDetection(box=_xyxy(g.garment.box), category=category, score=score, results=crops)
             for g in result.garments
+            for crops in (self._crops(g.matches),)
+            for category, score in ((g.garment.category, g.garment.score), *g.garment.alternatives)
         ]
 
     def _search(
