@@ -288,14 +288,10 @@ class Evaluation:
             result = search_similar(services, image, self._query(config, "all"))
         except NoGarmentFoundError:
             return []
-        # a garment's other class hypotheses are detections of their own, on its box with its results,
-        # as a detector's output lists them in a challenge submission
-        return [
-            QueryDetection(box=_xyxy(g.garment.box), category=category, score=score, results=crops)
-            for g in result.garments
-            for crops in (self._crops(g.matches),)
-            for category, score in ((g.garment.category, g.garment.score), *g.garment.alternatives)
-        ]
+        detections: list[QueryDetection] = []
+        for found in result.garments:
+            detections.extend(hypotheses(found.garment, self._crops(found.matches)))
+        return detections
 
     def _search(
         self, services: Services, image: Image.Image, config: EvalConfig, item: GarmentAnnotation
@@ -310,6 +306,16 @@ class Evaluation:
         return tuple(
             RetrievedCrop(gallery_image_id=self.image_of_sku[m.sku], box=tuple(m.crop_box)) for m in matches
         )
+
+
+def hypotheses(garment: FusedDetection, results: tuple[RetrievedCrop, ...]) -> list[QueryDetection]:
+    """The detections one garment stands for: its class, then each of its ``alternatives``, all on its
+    box with its results, as a detector's output lists a box's classes in a challenge submission."""
+    box = _xyxy(garment.box)
+    return [
+        QueryDetection(box=box, category=category, score=score, results=results)
+        for category, score in ((garment.category, garment.score), *garment.alternatives)
+    ]
 
 
 def gallery_feed(shop_images: Iterable[ImageAnnotation]) -> list[CatalogRow]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,13 @@ from clothes_search.evaluation.protocol import (
     default_category_match,
     evaluate,
 )
-from clothes_search.evaluation.runner import RESULTS_PER_QUERY, EvalConfig, Evaluation, annotated_garment
+from clothes_search.evaluation.runner import (
+    RESULTS_PER_QUERY,
+    EvalConfig,
+    Evaluation,
+    annotated_garment,
+    hypotheses,
+)
 from clothes_search.settings import FusionSettings, Settings
 from ingestion.detection import Box, Detection, FusedDetection
 from ingestion.fusion import fuse_detections
@@ -99,7 +105,7 @@ def retrieval_trial(label: str, scores: RetrievalScores) -> Trial:
 
 @dataclass
 class _Candidates:
-    detection: QueryDetection  # box, category, score; results filled per trial
+    garment: FusedDetection  # box, class and alternatives (the annotated class with --gt-boxes)
     probe: np.ndarray  # (d,) the query vector in the index's space
     found: Candidates  # the ANN candidates with their stored vectors
     rows: dict[int, CropRow]  # their crop rows (the database is the truth)
@@ -118,7 +124,7 @@ def tune_rerank(
     trials: list[tuple[RerankChoice, Trial]] = []
     for choice in rerank_grid():
         detections = {
-            image_id: [_ranked(evaluation, c, choice) for c in garments]
+            image_id: [d for c in garments for d in _ranked(evaluation, c, choice)]
             for image_id, garments in candidates.items()
         }
         scores = _evaluate(evaluation, detections)
@@ -160,13 +166,13 @@ def _evaluate(evaluation: Evaluation, detections: dict[str, list[QueryDetection]
     )
 
 
-def _ranked(evaluation: Evaluation, candidates: _Candidates, choice: RerankChoice) -> QueryDetection:
-    """The garment's results under ``choice``, exactly as the search service orders and filters them."""
+def _ranked(evaluation: Evaluation, candidates: _Candidates, choice: RerankChoice) -> list[QueryDetection]:
+    """The garment's detections with its results under ``choice``, exactly as the search service orders
+    and filters them (one per class hypothesis, as ``eval`` scores them)."""
     ids, scores = reorder_candidates(candidates.probe, candidates.found, choice.params())
     matches = rank_matches(ids, scores, candidates.rows, RESULTS_PER_QUERY, collapse=False)
-    d = candidates.detection
     results = tuple(RetrievedCrop(evaluation.image_of_sku[m.sku], tuple(m.crop_box)) for m in matches)
-    return QueryDetection(d.box, d.category, d.score, results)
+    return hypotheses(candidates.garment, results)
 
 
 def _collect_candidates(evaluation: Evaluation, config: EvalConfig) -> dict[str, list[_Candidates]]:
@@ -181,14 +187,17 @@ def _collect_candidates(evaluation: Evaluation, config: EvalConfig) -> dict[str,
         garments: list[FusedDetection]
         if config.ground_truth_boxes:
             boxes = [Box(*item.box) for item in annotation.items if item.style > 0]
-            garments = [g for box in boxes for g in choose_garments(pipeline, image, box)]
             categories = [item.category for item in annotation.items if item.style > 0]
+            garments = [
+                replace(g, category=category)
+                for box, category in zip(boxes, categories, strict=True)
+                for g in choose_garments(pipeline, image, box)
+            ]
         else:
             try:
                 garments = choose_garments(pipeline, image, "all")
             except NoGarmentFoundError:
                 garments = []
-            categories = [g.category for g in garments]
         if not garments:
             out[annotation.image_id] = []
             continue
@@ -197,19 +206,12 @@ def _collect_candidates(evaluation: Evaluation, config: EvalConfig) -> dict[str,
         rows = crop_rows(services.database, index.rows_version_id, [i for f in found for i in f.ids])
         out[annotation.image_id] = [
             _Candidates(
-                detection=QueryDetection(
-                    (garment.box.x1, garment.box.y1, garment.box.x2, garment.box.y2),
-                    category,
-                    garment.score,
-                    (),
-                ),
+                garment=garment,
                 probe=vector,
                 found=candidates,
                 rows={i: rows[i] for i in candidates.ids if i in rows},
             )
-            for garment, category, vector, candidates in zip(
-                garments, categories, vectors, found, strict=True
-            )
+            for garment, vector, candidates in zip(garments, vectors, found, strict=True)
         ]
     return out
 
