@@ -13,6 +13,8 @@ from clothes_search.evaluation.official import (
     results_rows,
 )
 from clothes_search.evaluation.protocol import evaluate
+from clothes_search.evaluation.runner import hypotheses
+from ingestion.detection import Box, FusedDetection
 
 HALF = (50.0, 0.0, 150.0, 100.0)  # IoU 1/3 with BOX
 
@@ -87,3 +89,30 @@ def test_the_challenges_files_have_its_fields_and_twenty_gallery_entries():
         {"gallery_image_id": "g1", "bbox": list(BOX), "style": 1, "pair_id": 7}
     ]
     assert class_id("top") == class_id("garment") == 0
+
+
+def test_a_garments_alternative_class_is_a_detection_of_its_own_under_both_rules():
+    """A coat the detector called a pullover first and a coat second: one garment in /similar, two
+    hypotheses in the protocol, and the coat hypothesis is the one that counts."""
+    query = image("q1", "user", 7, garment("item1", "long_sleeve_outwear", BOX, 1))
+    shop = image("g1", "shop", 7, garment("item1", "long_sleeve_outwear", BOX, 1))
+    coat = FusedDetection(
+        box=Box(*BOX),
+        score=0.5,
+        category="long_sleeve_top",
+        detectors=("df2",),
+        alternatives=(("long_sleeve_outwear", 0.4),),
+    )
+    results = (crop("g1"),)
+    found = {"q1": hypotheses(coat, results)}
+    assert [(d.category, d.score) for d in found["q1"]] == [
+        ("long_sleeve_top", 0.5),
+        ("long_sleeve_outwear", 0.4),
+    ]
+    assert all(d.box == BOX and d.results == results for d in found["q1"])
+    official, lenient = both([query], found, {"g1": shop})
+    assert official.detected_items == 1 and official.topk_accuracy[1] == 1.0
+    assert lenient.detected_items == 1 and lenient.topk_accuracy[1] == 1.0
+    # without the alternative the coat is missed under the challenge's rules
+    alone = evaluate_official([query], {"q1": found["q1"][:1]}, {"g1": shop})
+    assert alone.detected_items == 0 and alone.topk_accuracy[1] == 0.0
