@@ -224,19 +224,19 @@ def _user_image(
     photos: Mapping[str, Image.Image],
     rng: np.random.Generator,
 ) -> RenderedImage:
-    style = SPLIT_STYLE[plan.name]
-    family, background = _background(style, photos, rng)
+    world = SPLIT_STYLE[plan.name]
+    family, background = _background(world, photos, rng)
     shown: list[tuple[GarmentClass, int]] = [(item.garment_class, item.style) for item in pair.items]
     garments = list(cutouts)
     has_distractor = len(plan.distractor_pool) > 0 and rng.uniform() < DISTRACTOR_PROBABILITY
     if has_distractor:
         index = int(plan.distractor_pool[int(rng.integers(len(plan.distractor_pool)))])
         garment = GARMENT_CLASS_BY_LABEL[int(data.labels[index])]
-        look = draw_look(rng, style.palette, style.patterns)
+        look = draw_look(rng, world.palette, world.patterns)
         garments.append(render_garment(data.images[index], look, seal_seams=garment.seal_seams))
         shown.append((garment, 0))
     scene = compose_consumer_scene(
-        background, garments, rng, has_distractor=has_distractor, defects=style.defects
+        background, garments, rng, has_distractor=has_distractor, defects=world.defects
     )
     records = []
     for placed in scene.garments:
@@ -259,7 +259,7 @@ def render_split(
     Image ids count from ``"000001"`` in that order. ``photos`` maps the background photos' file names
     to the photos; a split uses those of its style only.
     """
-    style = SPLIT_STYLE[plan.name]
+    world = SPLIT_STYLE[plan.name]
     number = 0
     for pair_number, pair in enumerate(plan.pairs, start=1):
         cutouts = [
@@ -272,7 +272,7 @@ def render_split(
             for shot in range(shop_per_item):
                 number += 1
                 rng = _rng(plan.seed, plan.name, _SHOP, item.number, shot)
-                yield _shop_image(f"{number:06d}", item, cutout, style, rng)
+                yield _shop_image(f"{number:06d}", item, cutout, world, rng)
         for shot in range(user_per_pair):
             number += 1
             rng = _rng(plan.seed, plan.name, _USER, pair_number, shot)
