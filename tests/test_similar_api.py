@@ -42,12 +42,14 @@ MOTIFS = [
     "vertical",
     "cross",
 ]  # one per colour: items differ in texture too
-# two whole-image "detectors" with different categories: every item gets two crops (collapse test)
+# two whole-image "detectors" with different categories: every item gets two crops (collapse test),
+# kept as two garments (by default the same box under two classes is one garment with an alternative)
 MODELS: dict[str, Any] = {
     "detectors": [
         {"name": "whole_top", "backend": "whole_image", "options": {"category": "top"}},
         {"name": "whole_bottom", "backend": "whole_image", "options": {"category": "bottom", "score": 0.5}},
     ],
+    "fusion": {"same_garment_iou": 1.0},
     "embedders": [{"name": "lite0", "backend": "efficientnet_lite", "model": "lite0"}],
 }
 
