@@ -22,19 +22,19 @@ shorter list is padded with its last entry, which cannot change a rank). :func:`
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clothes_search.evaluation.deepfashion2 import CATEGORY_NAMES, ImageAnnotation
 from clothes_search.evaluation.protocol import (
     DETECTION_RECALL_IOU,
-    EvaluationInputError,
     ItemOutcome,
     QueryDetection,
     RetrievalScores,
+    gallery_garment_counts,
     iou,
-    score_ranking,
+    item_outcome,
+    retrieval_scores,
     validated_ks,
 )
 
@@ -71,9 +71,7 @@ def evaluate_official(
     with IoU ≥ 0.5.
     """
     ks = validated_ks(ks)
-    gallery_garments = Counter(
-        (image.pair_id, item.style) for image in gallery.values() for item in image.items if item.style > 0
-    )
+    gallery_garments = gallery_garment_counts(gallery)
     outcomes: list[ItemOutcome] = []
     recalled = 0
     for image in queries:
@@ -93,44 +91,9 @@ def evaluate_official(
                 d for d, target in zip(found, assigned, strict=True)
                 if target == index and class_id(d.category) == item.category_id
             ]  # fmt: skip
-            first_correct_rank, average_precision, detection_iou = None, 0.0, None
-            if standing:
-                detection = standing[_first_max([d.score for d in standing])]
-                detection_iou = iou(detection.box, item.box)
-                first_correct_rank, average_precision = score_ranking(
-                    detection.results, image.pair_id, item.style, gallery, gallery_iou,
-                    gallery_garments[(image.pair_id, item.style)],
-                )  # fmt: skip
-            outcomes.append(
-                ItemOutcome(
-                    image_id=image.image_id,
-                    item_key=item.key,
-                    pair_id=image.pair_id,
-                    style=item.style,
-                    category=item.category,
-                    detected=bool(standing),
-                    detection_iou=detection_iou,
-                    first_correct_rank=first_correct_rank,
-                    average_precision=average_precision,
-                )
-            )
-    if not outcomes:
-        raise EvaluationInputError(
-            "no query items: the queries hold no 'user' image with a garment of style > 0"
-        )
-    count = len(outcomes)
-    return RetrievalScores(
-        ks=ks,
-        query_items=count,
-        detected_items=sum(o.detected for o in outcomes),
-        topk_accuracy={
-            k: sum(o.first_correct_rank is not None and o.first_correct_rank <= k for o in outcomes) / count
-            for k in ks
-        },
-        map_at_20=sum(o.average_precision for o in outcomes) / count,
-        detection_recall_at_50=recalled / count,
-        items=outcomes,
-    )
+            detection = standing[_first_max([d.score for d in standing])] if standing else None
+            outcomes.append(item_outcome(image, item, detection, gallery, gallery_iou, gallery_garments))
+    return retrieval_scores(outcomes, ks, recalled)
 
 
 def image_id_value(image_id: str) -> int | str:

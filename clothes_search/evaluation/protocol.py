@@ -218,6 +218,68 @@ def validated_ks(ks: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(set(ks)))
 
 
+def gallery_garment_counts(gallery: Mapping[str, ImageAnnotation]) -> Counter[tuple[int, int]]:
+    """How many gallery garments each ``(pair_id, style)`` with ``style > 0`` has (R of mAP@20)."""
+    return Counter(
+        (image.pair_id, item.style) for image in gallery.values() for item in image.items if item.style > 0
+    )
+
+
+def item_outcome(
+    image: ImageAnnotation,
+    item: GarmentAnnotation,
+    detection: QueryDetection | None,
+    gallery: Mapping[str, ImageAnnotation],
+    gallery_iou: float,
+    gallery_garments: Counter[tuple[int, int]],
+) -> ItemOutcome:
+    """The outcome of one query garment represented by ``detection`` (None: missed)."""
+    first_correct_rank, average_precision, detection_iou = None, 0.0, None
+    if detection is not None:
+        detection_iou = iou(detection.box, item.box)
+        first_correct_rank, average_precision = score_ranking(
+            detection.results,
+            image.pair_id,
+            item.style,
+            gallery,
+            gallery_iou,
+            gallery_garments[(image.pair_id, item.style)],
+        )
+    return ItemOutcome(
+        image_id=image.image_id,
+        item_key=item.key,
+        pair_id=image.pair_id,
+        style=item.style,
+        category=item.category,
+        detected=detection is not None,
+        detection_iou=detection_iou,
+        first_correct_rank=first_correct_rank,
+        average_precision=average_precision,
+    )
+
+
+def retrieval_scores(outcomes: Sequence[ItemOutcome], ks: tuple[int, ...], recalled: int) -> RetrievalScores:
+    """Top-k accuracy, mAP@20 and detection recall over the query garments' outcomes; ``recalled``
+    counts the garments a detection found at IoU >= 0.5. Raises when there is no query garment."""
+    if not outcomes:
+        raise EvaluationInputError(
+            "no query items: the queries hold no 'user' image with a garment of style > 0"
+        )
+    count = len(outcomes)
+    return RetrievalScores(
+        ks=ks,
+        query_items=count,
+        detected_items=sum(o.detected for o in outcomes),
+        topk_accuracy={
+            k: sum(o.first_correct_rank is not None and o.first_correct_rank <= k for o in outcomes) / count
+            for k in ks
+        },
+        map_at_20=sum(o.average_precision for o in outcomes) / count,
+        detection_recall_at_50=recalled / count,
+        items=list(outcomes),
+    )
+
+
 def evaluate(
     queries: Sequence[ImageAnnotation],
     detections: Mapping[str, Sequence[QueryDetection]],
@@ -246,9 +308,7 @@ def evaluate(
     if duplicates:
         raise EvaluationInputError(f"query images appear more than once: {duplicates[:10]}")
 
-    gallery_garments = Counter(
-        (image.pair_id, item.style) for image in gallery.values() for item in image.items if item.style > 0
-    )
+    gallery_garments = gallery_garment_counts(gallery)
     outcomes: list[ItemOutcome] = []
     recalled = 0
     for image in queries:
@@ -265,46 +325,6 @@ def evaluate(
             ):
                 recalled += 1
             assigned = standing.get(index)
-            first_correct_rank, average_precision, detection_iou = None, 0.0, None
-            if assigned is not None:
-                detection, detection_iou = assigned
-                first_correct_rank, average_precision = score_ranking(
-                    detection.results,
-                    image.pair_id,
-                    item.style,
-                    gallery,
-                    gallery_iou,
-                    gallery_garments[(image.pair_id, item.style)],
-                )
-            outcomes.append(
-                ItemOutcome(
-                    image_id=image.image_id,
-                    item_key=item.key,
-                    pair_id=image.pair_id,
-                    style=item.style,
-                    category=item.category,
-                    detected=assigned is not None,
-                    detection_iou=detection_iou,
-                    first_correct_rank=first_correct_rank,
-                    average_precision=average_precision,
-                )
-            )
-    if not outcomes:
-        raise EvaluationInputError(
-            "no query items: the queries hold no 'user' image with a garment of style > 0"
-        )
-
-    count = len(outcomes)
-    topk_accuracy = {
-        k: sum(o.first_correct_rank is not None and o.first_correct_rank <= k for o in outcomes) / count
-        for k in ks
-    }
-    return RetrievalScores(
-        ks=ks,
-        query_items=count,
-        detected_items=sum(o.detected for o in outcomes),
-        topk_accuracy=topk_accuracy,
-        map_at_20=sum(o.average_precision for o in outcomes) / count,
-        detection_recall_at_50=recalled / count,
-        items=outcomes,
-    )
+            detection = None if assigned is None else assigned[0]
+            outcomes.append(item_outcome(image, item, detection, gallery, gallery_iou, gallery_garments))
+    return retrieval_scores(outcomes, ks, recalled)
