@@ -22,10 +22,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from PIL import Image
+from sqlalchemy.orm import Session
 
 from clothes_search.errors import ClothesSearchError
 from clothes_search.settings import Settings
 from db.index_versions import activate, ensure_index_version, live_version
+from db.models import IndexVersion
 from db.session import Database
 from db.vectors import VectorStore
 from ingestion.model_sets import ModelSet, ModelSetMismatchError
@@ -140,21 +142,25 @@ class Services:
             log.info("released the models of index version %s", signature)
         return dropped
 
+    def configured_version(self, session: Session) -> IndexVersion:
+        """The index version of the configured models, with their model set (created if missing)."""
+        signature = self.pipeline.signature
+        return ensure_index_version(
+            session,
+            self.store,
+            signature=signature.hash,
+            dimension=signature.dim,
+            description=signature.description,
+            spec=signature.to_dict(),
+            runtimes={e.name: e.runtime for e in self.pipeline.embedders},
+            models=self.model_set().to_dict(),
+        )
+
     def target_version_id(self) -> int:
         """The index version of the configured models; made live if none is live yet (a first ingestion)."""
         if self._version_id is None:
-            signature = self.pipeline.signature
             with self.database.session() as session:
-                version = ensure_index_version(
-                    session,
-                    self.store,
-                    signature=signature.hash,
-                    dimension=signature.dim,
-                    description=signature.description,
-                    spec=signature.to_dict(),
-                    runtimes={e.name: e.runtime for e in self.pipeline.embedders},
-                    models=self.model_set().to_dict(),
-                )
+                version = self.configured_version(session)
                 if live_version(session) is None:
                     activate(session, self.store, version)
                 self._version_id = version.id

@@ -20,7 +20,7 @@ from clothes_search.cli.context import CliContext, pass_cli
 from clothes_search.errors import ClothesSearchError
 from clothes_search.services import Services
 from clothes_search.settings import ConfigError, Settings
-from db.index_versions import ensure_index_version, items_to_build, version_progress
+from db.index_versions import items_to_build, version_progress
 from db.models import IndexVersion
 from db.version_lifecycle import activate_when_ready, collect_garbage, drop_version
 from ingestion.model_sets import ModelSet
@@ -74,16 +74,7 @@ def build(
     try:
         signature = services.pipeline.signature
         with services.database.session() as session:
-            version = ensure_index_version(
-                session,
-                services.store,
-                signature=signature.hash,
-                dimension=signature.dim,
-                description=signature.description,
-                spec=signature.to_dict(),
-                runtimes={e.name: e.runtime for e in services.pipeline.embedders},
-                models=services.model_set().to_dict(),
-            )
+            version = services.configured_version(session)
             version_id, collection, state = version.id, version.collection_name, version.state
             before = version_progress(session, version)
             skus = items_to_build(session, version_id)
